@@ -1,0 +1,1 @@
+"""ForecastModel operator (`retail_forecast.operator`); never importable as the top-level `operator`."""

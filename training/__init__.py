@@ -1,0 +1,1 @@
+"""Training pipeline (`retail_forecast.training`): features, search, backtest, ONNX export, report."""
