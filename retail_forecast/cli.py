@@ -1,12 +1,300 @@
-"""The `forecast` command."""
+"""The `forecast` command: one entry point for data scientists, CI, containers and the operator."""
+
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from retail_forecast import __version__
+from retail_forecast.core.schema import DataError, Freq
+
+EXIT_USAGE = 2
+EXIT_GATE = 3
+EXIT_STORE = 4
 
 
-def main(argv: list[str] | None = None) -> int:
-    del argv
+def _fail(message: str, code: int) -> int:
+    print(f"forecast: error: {message}", file=sys.stderr)
+    return code
+
+
+def _freq(value: str) -> Freq:
+    try:
+        return Freq(value.upper())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid frequency {value!r}: use D or W") from None
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+# Hyper-parameter flags fix a parameter for every trial (Azure ML sweeps drive them from outside).
+HYPERPARAMETER_FLAGS: dict[str, type] = {
+    "loss": str,
+    "learning_rate": float,
+    "max_leaf_nodes": int,
+    "min_samples_leaf": int,
+    "l2_regularization": float,
+    "max_features": float,
+    "max_iter": int,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forecast", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"retail-forecast {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = commands.add_parser("synth", help="write a synthetic retail sales dataset (DESIGN schema)")
+    synth.add_argument("--out", type=Path, required=True, help="output file, .csv or .parquet")
+    synth.add_argument("--stores", type=_positive_int, default=10)
+    synth.add_argument("--items", type=_positive_int, default=50)
+    synth.add_argument("--periods", type=_positive_int, default=None, help="default: 730 daily, 156 weekly")
+    synth.add_argument("--freq", type=_freq, default=Freq.DAILY)
+    synth.add_argument("--seed", type=int, default=0)
+
+    train = commands.add_parser("train", help="train, check and export a model from sales data")
+    train.add_argument("--data", type=Path, required=True, help="sales .csv/.parquet, or an M5 directory")
+    train.add_argument("--out", type=Path, required=True, help="folder for model, manifest and report")
+    _add_training_options(train)
+
+    publish = commands.add_parser("publish", help="publish a trained model folder as an immutable version")
+    publish.add_argument("model_dir", type=Path)
+    publish.add_argument("--store", required=True, help="file:///abs/dir or azureblob://container/prefix")
+    publish.add_argument("--name", required=True)
+    publish.add_argument(
+        "--version",
+        dest="model_version",
+        default=None,
+        help="store under this version instead of the manifest's",
+    )
+
+    versions = commands.add_parser("versions", help="list the complete versions of a model in a store")
+    versions.add_argument("--store", required=True)
+    versions.add_argument("--name", required=True)
+
+    fetch = commands.add_parser("fetch-model", help="fetch one model version and verify its sha256")
+    fetch.add_argument("store")
+    fetch.add_argument("name")
+    fetch.add_argument("model_version", metavar="version")
+    fetch.add_argument("dest", type=Path)
+    fetch.add_argument("--sha256", default=None, help="refuse the model unless its digest is this")
+
+    demo = commands.add_parser("demo", help="synthesise data, train, export and publish to a local store")
+    demo.add_argument("--out", type=Path, default=Path("out/demo"))
+    demo.add_argument("--stores", type=_positive_int, default=10)
+    demo.add_argument("--items", type=_positive_int, default=30)
+    demo.add_argument("--freq", type=_freq, default=Freq.DAILY)
+    demo.add_argument("--trials", type=_positive_int, default=4)
+    demo.add_argument("--seed", type=int, default=0)
+
+    aml = commands.add_parser("aml", help="Azure ML jobs")
+    aml_commands = aml.add_subparsers(dest="aml_command", required=True, metavar="COMMAND")
+    submit = aml_commands.add_parser("submit", help="submit the training command (or sweep) job")
+    submit.add_argument("--sweep", action="store_true", help="submit the hyper-parameter sweep job")
+    submit.add_argument("--subscription", default=None, help="default: $AZURE_SUBSCRIPTION_ID")
+    submit.add_argument("--resource-group", default=None, help="default: $AZURE_RESOURCE_GROUP")
+    submit.add_argument("--workspace", default=None, help="default: $AZUREML_WORKSPACE_NAME")
+    submit.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="INPUT=VALUE",
+        help="override a job input, e.g. --set horizon=8 (repeatable)",
+    )
+    submit.add_argument(
+        "--code",
+        type=Path,
+        default=None,
+        help="source folder to upload (default: this checkout, found from the job file)",
+    )
+    submit.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
+    return parser
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--horizon", type=_positive_int, default=None, help="default: 28 daily, 8 weekly")
+    parser.add_argument("--freq", type=_freq, default=None, help="D or W; default: inferred from dates")
+    parser.add_argument("--trials", type=_positive_int, default=8, help="hyper-parameter search trials")
+    parser.add_argument("--folds", type=int, default=3, help="rolling-origin folds; the last is the holdout")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="demand", help="model name written to the manifest")
+    parser.add_argument("--model-version", default=None, help="default: a UTC timestamp")
+    parser.add_argument(
+        "--gate-margin",
+        type=float,
+        default=0.05,
+        help="required relative WAPE improvement over seasonal naive (0.05 = 5%%)",
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=_positive_int,
+        default=300_000,
+        help="training rows sampled from all (series, origin, horizon) triples",
+    )
+    hyper = parser.add_argument_group("fixed hyper-parameters (skip searching them)")
+    for name, kind in HYPERPARAMETER_FLAGS.items():
+        hyper.add_argument(f"--{name.replace('_', '-')}", dest=f"hp_{name}", type=kind, default=None)
+
+
+def _train(args: argparse.Namespace, data: Path, out: Path) -> int:
+    from retail_forecast.core.data import build_panel, read_sales, validate_sales  # noqa: PLC0415
+    from retail_forecast.core.manifest import check_name, check_version  # noqa: PLC0415
+    from retail_forecast.training.pipeline import GateError, NotEnoughDataError, TrainConfig, train  # noqa: PLC0415
+
+    try:
+        check_name(args.name)
+        if args.model_version:
+            check_version(args.model_version)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    fixed = {name: getattr(args, f"hp_{name}") for name in HYPERPARAMETER_FLAGS}
+    fixed = {name: value for name, value in fixed.items() if value is not None}
+    config = TrainConfig(
+        horizon=args.horizon,
+        folds=args.folds,
+        trials=args.trials,
+        seed=args.seed,
+        name=args.name,
+        version=args.model_version,
+        gate_margin=args.gate_margin,
+        max_rows=args.max_rows,
+        fixed_params=fixed,
+    )
+    try:
+        if data.is_dir():
+            from retail_forecast.core.m5 import load_m5  # noqa: PLC0415
+
+            frame = validate_sales(load_m5(data), source=str(data))
+        else:
+            frame = read_sales(data)
+        panel, report = build_panel(frame, args.freq, source=str(data))
+        for line in report.lines():
+            print(f"data: {line}", file=sys.stderr)
+        result = train(panel, report, out, config)
+    except (DataError, NotEnoughDataError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except GateError as exc:
+        return _fail(f"{exc}; report in {out}", EXIT_GATE)
+    from retail_forecast.training.report import REPORT_FILE, metrics_table  # noqa: PLC0415
+
+    holdout = result.holdout
+    print(
+        "\n".join(
+            metrics_table(
+                {
+                    "model": holdout.model,
+                    "seasonal naive": holdout.seasonal_naive,
+                    "moving average": holdout.moving_average,
+                }
+            )
+        )
+    )
+    print(result.gate_message)
+    assert result.manifest is not None
+    print(f"model: {out / 'model.onnx'} (version {result.manifest.version}, sha256 {result.manifest.sha256})")
+    print(f"report: {out / REPORT_FILE}")
     return 0
+
+
+def _publish(model_dir: Path, store_uri: str, name: str, version: str | None) -> int:
+    from retail_forecast.core.store import open_store  # noqa: PLC0415
+
+    manifest = open_store(store_uri).publish(model_dir, name, version)
+    print(f"published {manifest.name} version {manifest.version} (sha256 {manifest.sha256}) to {store_uri}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from retail_forecast.training.synth import synthesize_to  # noqa: PLC0415
+
+    out = args.out.resolve()
+    data = out / "sales.parquet"
+    out.mkdir(parents=True, exist_ok=True)
+    frame = synthesize_to(data, stores=args.stores, items=args.items, freq=args.freq, seed=args.seed)
+    print(f"data: {data} ({len(frame)} rows)")
+    args.horizon, args.folds, args.name, args.model_version = None, 3, "demand", None
+    args.gate_margin, args.max_rows = 0.05, 300_000
+    for name in HYPERPARAMETER_FLAGS:
+        setattr(args, f"hp_{name}", None)
+    code = _train(args, data, out / "model")
+    if code != 0:
+        return code
+    store = f"file://{out / 'store'}"
+    code = _publish(out / "model", store, "demand", None)
+    print(f"store: {store}")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from retail_forecast.core.manifest import ManifestError  # noqa: PLC0415
+    from retail_forecast.core.store import StoreError  # noqa: PLC0415
+
+    try:
+        if args.command == "synth":
+            from retail_forecast.training.synth import synthesize_to  # noqa: PLC0415
+
+            frame = synthesize_to(
+                args.out,
+                stores=args.stores,
+                items=args.items,
+                periods=args.periods,
+                freq=args.freq,
+                seed=args.seed,
+            )
+            print(f"wrote {len(frame)} rows to {args.out}")
+            return 0
+        if args.command == "train":
+            return _train(args, args.data, args.out)
+        if args.command == "publish":
+            return _publish(args.model_dir, args.store, args.name, args.model_version)
+        if args.command == "versions":
+            from retail_forecast.core.store import open_store  # noqa: PLC0415
+
+            for version in open_store(args.store).versions(args.name):
+                print(version)
+            return 0
+        if args.command == "fetch-model":
+            from retail_forecast.core.store import open_store  # noqa: PLC0415
+
+            manifest = open_store(args.store).fetch(args.name, args.model_version, args.dest, args.sha256)
+            print(f"fetched {manifest.name} {manifest.version} (sha256 {manifest.sha256}) to {args.dest}")
+            return 0
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "aml":
+            from retail_forecast.training import aml  # noqa: PLC0415
+
+            job = aml.submit(
+                aml.job_path("sweep" if args.sweep else "command"),
+                subscription_id=args.subscription,
+                resource_group=args.resource_group,
+                workspace=args.workspace,
+                overrides=aml.parse_overrides(args.overrides),
+                code=args.code,
+                wait=args.wait,
+            )
+            print(job)
+            return 0
+    except (StoreError, ManifestError) as exc:
+        return _fail(str(exc), EXIT_STORE)
+    except RuntimeError as exc:  # Azure ML: missing workspace settings, missing extra, failed job
+        from retail_forecast.training.aml import AmlError  # noqa: PLC0415
+
+        if isinstance(exc, AmlError):
+            return _fail(str(exc), EXIT_USAGE)
+        raise
+    except ValueError as exc:  # bad names, versions, URIs and overrides
+        return _fail(str(exc), EXIT_USAGE)
+    raise AssertionError(f"unhandled command {args.command}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+# The two commands a fresh machine needs (Python 3.11+, Node.js for Azurite):
+#   make demo   synthesise data, train, export and publish a model to a local store
+#   make test   lint, type-check and run the whole test suite (starts Azurite itself)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+node_modules/.bin/azurite-blob:
+	npm install --no-save --no-audit --no-fund --loglevel=error azurite
+
+demo: $(STAMP)
+	$(BIN)/forecast demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy sees retail_forecast through a link tree: training/, inference/ and operator/ are mapped into
+# the package by setuptools, and checked as what they are (retail_forecast.*), never as top-level modules.
+typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck/retail_forecast
+	for entry in retail_forecast/*; do ln -s "$$PWD/$$entry" build/typecheck/retail_forecast/; done
+	for sub in training inference operator; do ln -s "$$PWD/$$sub" build/typecheck/retail_forecast/$$sub; done
+	$(BIN)/mypy -p retail_forecast
+	$(BIN)/mypy tests
+
+pytest: $(STAMP) node_modules/.bin/azurite-blob
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf build out .mypy_cache .pytest_cache .ruff_cache

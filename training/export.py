@@ -1,0 +1,130 @@
+"""ONNX export of the fitted model, with the parity check and golden sample that prove it.
+
+skl2onnx converts the tree ensemble only: it silently drops the inverse link of log-link losses (poisson,
+gamma) and knows nothing of our per-series scaling. The exported graph therefore appends those steps
+itself, so that the ONNX model alone maps a feature row to a forecast in sales units:
+`forecast = link(trees(features)) * features[:, scale]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+INPUT_NAME: Final = "features"
+OUTPUT_NAME: Final = "forecast"
+ONNX_OPSET: Final = 17
+# float32 thresholds and accumulation against sklearn's float64: differences stay far below one unit
+# of sales; anything larger means the graph is wrong, not rounding.
+PARITY_RTOL: Final = 1e-4
+PARITY_ATOL: Final = 1e-3
+LOG_LINK_LOSSES: Final = frozenset({"poisson", "gamma"})
+
+
+class ParityError(RuntimeError):
+    """The ONNX graph does not reproduce the scikit-learn model."""
+
+
+def sklearn_forecast(
+    estimator: Any, features: npt.NDArray[np.float32], scale_index: int
+) -> npt.NDArray[np.float64]:
+    """What the ONNX graph must compute, in scikit-learn: clipped model output times the series scale."""
+    raw = np.asarray(estimator.predict(features), dtype=np.float64)
+    return np.maximum(raw, 0.0) * features[:, scale_index].astype(np.float64)
+
+
+def to_onnx_model(estimator: Any, n_features: int, scale_index: int) -> onnx.ModelProto:
+    from skl2onnx import to_onnx  # noqa: PLC0415 - training-only dependency
+    from skl2onnx.common.data_types import FloatTensorType  # noqa: PLC0415
+
+    model: onnx.ModelProto = to_onnx(
+        estimator,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        target_opset={"": ONNX_OPSET, "ai.onnx.ml": 3},
+    )
+    graph = model.graph
+    (trees_output,) = graph.output
+    raw = trees_output.name
+    nodes = []
+    if getattr(estimator, "loss", None) in LOG_LINK_LOSSES:
+        nodes.append(helper.make_node("Exp", [raw], ["linked"], name="inverse_link"))
+    else:
+        nodes.append(helper.make_node("Relu", [raw], ["linked"], name="clip_negative"))
+    graph.initializer.extend(
+        [
+            helper.make_tensor("scale_column", TensorProto.INT64, [1], [scale_index]),
+            helper.make_tensor("flat_shape", TensorProto.INT64, [1], [-1]),
+        ]
+    )
+    nodes += [
+        helper.make_node("Gather", [INPUT_NAME, "scale_column"], ["scale"], axis=1, name="series_scale"),
+        helper.make_node("Mul", ["linked", "scale"], ["scaled"], name="rescale"),
+        helper.make_node("Reshape", ["scaled", "flat_shape"], [OUTPUT_NAME], name="flatten"),
+    ]
+    graph.node.extend(nodes)
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None]))
+    model.doc_string = "retail-forecast direct multi-horizon demand model"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def onnx_session(model_bytes: bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session: ort.InferenceSession, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    (output,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(features, dtype=np.float32)})
+    return np.asarray(output, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Parity:
+    rows: int
+    max_abs_diff: float
+    max_rel_diff: float
+
+
+def check_parity(
+    session: ort.InferenceSession, estimator: Any, features: npt.NDArray[np.float32], scale_index: int
+) -> Parity:
+    """Compare ONNX and scikit-learn on the given rows; raise `ParityError` beyond the tolerance."""
+    expected = sklearn_forecast(estimator, features, scale_index)
+    actual = run_onnx(session, features).astype(np.float64)
+    diff = np.abs(actual - expected)
+    allowed = PARITY_ATOL + PARITY_RTOL * np.abs(expected)
+    parity = Parity(
+        rows=len(features),
+        max_abs_diff=float(diff.max(initial=0.0)),
+        max_rel_diff=float((diff / np.maximum(np.abs(expected), 1.0)).max(initial=0.0)),
+    )
+    if np.any(diff > allowed) or actual.shape != expected.shape:
+        worst = int(np.argmax(diff - allowed))
+        raise ParityError(
+            f"ONNX export differs from scikit-learn on {int((diff > allowed).sum())} of {len(features)} rows "
+            f"(worst row {worst}: onnx {actual[worst]:.6g} vs sklearn {expected[worst]:.6g}; "
+            f"tolerance {PARITY_ATOL} + {PARITY_RTOL} x |value|)"
+        )
+    return parity
+
+
+def golden_sample(
+    session: ort.InferenceSession, features: npt.NDArray[np.float32], rows: int = 8, seed: int = 0
+) -> tuple[list[list[float]], list[float]]:
+    """A few feature rows spread over the prediction range, and the ONNX outputs for them, exactly."""
+    outputs = run_onnx(session, features)
+    order = np.argsort(outputs, kind="stable")
+    picks = order[np.linspace(0, len(order) - 1, num=min(rows, len(order))).round().astype(int)]
+    rng = np.random.default_rng(seed)
+    picks = np.unique(np.concatenate([picks, rng.choice(len(order), size=min(2, len(order)), replace=False)]))
+    chosen = features[picks]
+    exact = run_onnx(session, chosen)
+    return chosen.astype(float).tolist(), exact.astype(float).tolist()

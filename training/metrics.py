@@ -1,0 +1,86 @@
+"""Forecast accuracy metrics over a block of (series, horizon) forecasts.
+
+WAPE and bias are volume-weighted over everything; MASE and RMSSE scale each series' errors by its own
+in-sample naive errors (seasonal for MASE, one-step for RMSSE as in M5) and average over the series
+whose scale is non-zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Scores:
+    wape: float
+    mase: float
+    rmsse: float
+    bias: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"wape": self.wape, "mase": self.mase, "rmsse": self.rmsse, "bias": self.bias}
+
+
+@dataclass(frozen=True)
+class ForecastBlock:
+    """Actuals and predictions of one evaluation, with each row's series and horizon."""
+
+    series: IntArray
+    horizon: IntArray
+    actual: FloatArray
+    predicted: FloatArray
+
+    def where(self, mask: npt.NDArray[np.bool_]) -> ForecastBlock:
+        return ForecastBlock(self.series[mask], self.horizon[mask], self.actual[mask], self.predicted[mask])
+
+
+def naive_scales(history: FloatArray, season: int) -> tuple[FloatArray, FloatArray]:
+    """Per-series in-sample denominators: mean |seasonal diff| (MASE) and mean squared 1-step diff (RMSSE).
+
+    `history` is [S, T] sales up to the forecast origin, NaN outside each series' span.
+    """
+    seasonal = np.abs(history[:, season:] - history[:, :-season])
+    one_step = np.square(history[:, 1:] - history[:, :-1])
+    with np.errstate(invalid="ignore"):
+        mase_scale = np.nanmean(np.where(np.isnan(seasonal), np.nan, seasonal), axis=1)
+        rmsse_scale = np.nanmean(one_step, axis=1)
+    return np.nan_to_num(mase_scale, nan=0.0), np.nan_to_num(rmsse_scale, nan=0.0)
+
+
+def score(block: ForecastBlock, mase_scale: FloatArray, rmsse_scale: FloatArray) -> Scores:
+    actual, predicted = block.actual, block.predicted
+    error = predicted - actual
+    volume = float(np.abs(actual).sum())
+    wape = float(np.abs(error).sum() / volume) if volume > 0 else float("nan")
+    bias = float(error.sum() / volume) if volume > 0 else float("nan")
+
+    n_series = len(mase_scale)
+    counts = np.bincount(block.series, minlength=n_series).astype(float)
+    abs_sum = np.bincount(block.series, weights=np.abs(error), minlength=n_series)
+    sq_sum = np.bincount(block.series, weights=np.square(error), minlength=n_series)
+    present = counts > 0
+    mase_ok = present & (mase_scale > 0)
+    rmsse_ok = present & (rmsse_scale > 0)
+    mase = (
+        float(np.mean(abs_sum[mase_ok] / counts[mase_ok] / mase_scale[mase_ok]))
+        if mase_ok.any()
+        else float("nan")
+    )
+    rmsse = (
+        float(np.mean(np.sqrt(sq_sum[rmsse_ok] / counts[rmsse_ok] / rmsse_scale[rmsse_ok])))
+        if rmsse_ok.any()
+        else float("nan")
+    )
+    return Scores(wape=wape, mase=mase, rmsse=rmsse, bias=bias)
+
+
+def score_by_horizon(
+    block: ForecastBlock, mase_scale: FloatArray, rmsse_scale: FloatArray, horizon: int
+) -> list[Scores]:
+    return [score(block.where(block.horizon == h), mase_scale, rmsse_scale) for h in range(1, horizon + 1)]
