@@ -23,8 +23,10 @@ class Scores:
     rmsse: float
     bias: float
 
-    def as_dict(self) -> dict[str, float]:
-        return {"wape": self.wape, "mase": self.mase, "rmsse": self.rmsse, "bias": self.bias}
+    def as_dict(self) -> dict[str, float | None]:
+        """JSON-ready: an undefined metric (NaN, e.g. WAPE over zero sales) becomes None."""
+        values = {"wape": self.wape, "mase": self.mase, "rmsse": self.rmsse, "bias": self.bias}
+        return {name: None if np.isnan(value) else value for name, value in values.items()}
 
 
 @dataclass(frozen=True)

@@ -267,7 +267,14 @@ def train(
                 evaluate(panel, spec, estimator, valid=valid, origin=fold.origin, horizon=horizon).model.wape
             )
         mean_wape = float(np.mean(wapes))
-        trials.append({"trial": number, "params": params, "wape": mean_wape, "fold_wape": wapes})
+        trials.append(
+            {
+                "trial": number,
+                "params": params,
+                "wape": _finite(mean_wape),
+                "fold_wape": [_finite(w) for w in wapes],
+            }
+        )
         marker = ""
         if best is None or mean_wape < best[0]:
             best = (mean_wape, params)
@@ -419,6 +426,10 @@ def _export(
     return manifest, parity
 
 
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else value
+
+
 def _manifest_scores(scores: Scores) -> ManifestScores:
     return ManifestScores(**scores.as_dict())
 
@@ -440,7 +451,7 @@ def _write_metrics(result: TrainResult, horizon: int, panel: Panel, data_report:
         "seasonal_naive": holdout.seasonal_naive.as_dict(),
         "moving_average": holdout.moving_average.as_dict(),
         "by_horizon": {k: [s.as_dict() for s in v] for k, v in holdout.by_horizon.items()},
-        "validation_wape": result.validation_wape,
+        "validation_wape": _finite(result.validation_wape),
         "params": result.params,
         "trials": result.trials,
         "gate": {"passed": result.gate_passed, "message": result.gate_message},
@@ -448,7 +459,7 @@ def _write_metrics(result: TrainResult, horizon: int, panel: Panel, data_report:
         "timings_seconds": result.timings,
         "data": data_report.lines(),
     }
-    (result.out / METRICS_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    (result.out / METRICS_FILE).write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def freq_of(value: str | None) -> Freq | None:

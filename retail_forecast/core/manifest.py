@@ -61,10 +61,12 @@ class _Strict(BaseModel):
 
 
 class Scores(_Strict):
-    wape: float
-    mase: float
-    rmsse: float
-    bias: float
+    """Backtest scores; None where a metric is undefined (e.g. WAPE over periods with zero sales)."""
+
+    wape: float | None
+    mase: float | None
+    rmsse: float | None
+    bias: float | None
 
 
 class FeatureSchema(_Strict):

@@ -1,0 +1,134 @@
+"""The `forecast` command end to end, as a data scientist runs it: real data files, real ONNX models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from retail_forecast.cli import main
+from retail_forecast.core.manifest import Manifest, sha256_file
+from retail_forecast.core.schema import Freq
+from retail_forecast.core.store import open_store
+from retail_forecast.training.synth import synthesize_to
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--trials", "2", "--max-rows", "40000"]
+
+
+@pytest.fixture(scope="module")
+def daily_sales(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "sales.csv"
+    synthesize_to(path, stores=3, items=8, periods=400, freq=Freq.DAILY, seed=3)
+    return path
+
+
+def check_model_folder(out: Path, freq: str, horizon: int) -> Manifest:
+    manifest = Manifest.load(out)
+    assert manifest.sha256 == sha256_file(out / "model.onnx")
+    assert (manifest.freq, manifest.horizon) == (freq, horizon)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (tensor,) = session.get_inputs()
+    assert tensor.shape[1] == len(manifest.features.names)
+    replay = session.run(None, {tensor.name: np.asarray(manifest.golden.inputs, dtype=np.float32)})[0]
+    assert replay.tolist() == manifest.golden.outputs
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["gate"]["passed"] is True
+    assert len(metrics["by_horizon"]["model"]) == horizon
+    assert (out / "report.md").read_text().startswith("# Training report")
+    assert (out / "forecast.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return manifest
+
+
+@pytest.mark.slow
+def test_train_daily_beats_seasonal_naive(
+    daily_sales: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    code = main(["train", "--data", str(daily_sales), "--out", str(out), "--horizon", "14", *FAST])
+    assert code == 0
+    manifest = check_model_folder(out, "D", 14)
+    model, naive = manifest.metrics["model"].wape, manifest.metrics["seasonal_naive"].wape
+    assert model is not None and naive is not None
+    assert model < 0.95 * naive
+    printed = capsys.readouterr().out
+    assert "| model |" in printed and "promotion gate passed" in printed
+
+
+@pytest.mark.slow
+def test_train_weekly_end_to_end(tmp_path: Path) -> None:
+    data = tmp_path / "weekly.parquet"
+    synthesize_to(data, stores=3, items=10, periods=130, freq=Freq.WEEKLY, seed=4)
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(data), "--out", str(out), *FAST]) == 0
+    manifest = check_model_folder(out, "W", Freq.WEEKLY.default_horizon)
+    assert manifest.min_history <= 60
+
+
+@pytest.mark.slow
+def test_failed_gate_exits_non_zero_and_exports_nothing(
+    daily_sales: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    args = ["train", "--data", str(daily_sales), "--out", str(out), "--horizon", "7", "--gate-margin", "0.99"]
+    assert main([*args, *FAST]) == 3
+    assert "promotion gate failed" in capsys.readouterr().err
+    assert not (out / "model.onnx").exists() and not (out / "manifest.json").exists()
+    assert "promotion gate failed" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_demo_publishes_a_verified_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--stores", "2", "--items", "6", "--trials", "1"]) == 0
+    store = open_store(f"file://{out / 'store'}")
+    (version,) = store.versions("demand")
+    fetched = store.fetch("demand", version, tmp_path / "fetched")
+    assert fetched.sha256 == sha256_file(out / "model" / "model.onnx")
+    printed = capsys.readouterr().out
+    assert "report:" in printed and "store: file://" in printed
+
+
+def test_bad_data_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "bad.csv"
+    data.write_text("date,store_id,item_id,sales\n2024-01-01,s,i,oops\n")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "line 2, column 'sales'" in capsys.readouterr().err
+
+
+def test_too_little_history_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "short.csv"
+    synthesize_to(data, stores=1, items=2, periods=80, freq=Freq.DAILY, seed=1)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--horizon", "28"]) == 2
+    assert "too few for horizon 28" in capsys.readouterr().err
+
+
+def test_invalid_model_name_is_refused(
+    daily_sales: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--data", str(daily_sales), "--out", str(tmp_path), "--name", "Bad_Name"]) == 2
+    assert "model name 'Bad_Name' is invalid" in capsys.readouterr().err
+
+
+def test_publish_errors_exit_with_store_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["publish", str(tmp_path), "--store", f"file://{tmp_path / 'store'}", "--name", "demand"])
+    assert code == 4
+    assert "manifest.json" in capsys.readouterr().err
+
+
+def test_operator_folder_never_shadows_the_standard_library() -> None:
+    """From the repository root (where `operator/` is a folder), `import operator` is still the stdlib."""
+    probe = (
+        "import operator, retail_forecast.operator as ours; print(operator.__file__); print(ours.__file__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    stdlib, ours = result.stdout.split()
+    assert Path(stdlib).name == "operator.py" and "site-packages" not in stdlib and str(REPO) not in stdlib
+    assert Path(ours) == REPO / "operator" / "__init__.py"

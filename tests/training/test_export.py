@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from retail_forecast.training import export
+
+SCALE_INDEX = 1
+
+
+def fitted(loss: str) -> tuple[Any, np.ndarray]:
+    rng = np.random.default_rng(0)
+    features = rng.uniform(0, 5, size=(3000, 6)).astype(np.float32)
+    features[:, SCALE_INDEX] = rng.uniform(1, 500, size=3000).astype(np.float32)
+    target = rng.poisson(np.exp(0.3 * features[:, 0] - 0.2 * features[:, 2])).astype(float)
+    return HistGradientBoostingRegressor(loss=loss, max_iter=60, random_state=0).fit(
+        features, target
+    ), features
+
+
+@pytest.mark.parametrize("loss", ["poisson", "squared_error"])
+def test_exported_graph_matches_sklearn_in_sales_units(loss: str) -> None:
+    estimator, features = fitted(loss)
+    model = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX)
+    session = export.onnx_session(model.SerializeToString())
+    parity = export.check_parity(session, estimator, features, SCALE_INDEX)
+    assert parity.rows == len(features)
+    assert parity.max_rel_diff < export.PARITY_RTOL
+    outputs = export.run_onnx(session, features)
+    assert outputs.shape == (len(features),)
+    assert (outputs >= 0).all()
+    assert [i.name for i in session.get_inputs()] == [export.INPUT_NAME]
+    assert session.get_inputs()[0].shape[1] == features.shape[1]
+
+
+def test_parity_check_catches_a_graph_without_the_inverse_link() -> None:
+    """What plain skl2onnx gives for a poisson model (log-space outputs) must fail the run."""
+    estimator, features = fitted("poisson")
+    model = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX)
+    for node in model.graph.node:
+        if node.op_type == "Exp":
+            node.op_type = "Relu"
+    session = export.onnx_session(model.SerializeToString())
+    with pytest.raises(export.ParityError, match="differs from scikit-learn"):
+        export.check_parity(session, estimator, features, SCALE_INDEX)
+
+
+def test_golden_sample_is_reproduced_exactly() -> None:
+    estimator, features = fitted("poisson")
+    model_bytes = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX).SerializeToString()
+    inputs, outputs = export.golden_sample(export.onnx_session(model_bytes), features, rows=8)
+    assert 8 <= len(inputs) <= 10
+    assert len(set(outputs)) > 4  # spread over the prediction range, not one region
+    fresh = export.onnx_session(model_bytes)
+    replay = export.run_onnx(fresh, np.asarray(inputs, dtype=np.float32))
+    assert replay.tolist() == outputs
+
+
+def test_graph_is_float32_with_one_input_and_one_flat_output() -> None:
+    estimator, features = fitted("squared_error")
+    model = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX)
+    (inp,) = model.graph.input
+    (out,) = model.graph.output
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert len(out.type.tensor_type.shape.dim) == 1
+    assert {o.domain: o.version for o in model.opset_import}[""] == export.ONNX_OPSET
