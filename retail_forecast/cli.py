@@ -9,6 +9,7 @@ from pathlib import Path
 
 from retail_forecast import __version__
 from retail_forecast.core.schema import DataError, Freq
+from retail_forecast.training.model import LOSSES
 
 EXIT_USAGE = 2
 EXIT_GATE = 3
@@ -139,9 +140,18 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         default=300_000,
         help="training rows sampled from all (series, origin, horizon) triples",
     )
+    parser.add_argument(
+        "--search-rows",
+        type=_positive_int,
+        default=100_000,
+        help="rows each search trial fits on (a subset of --max-rows)",
+    )
     hyper = parser.add_argument_group("fixed hyper-parameters (skip searching them)")
     for name, kind in HYPERPARAMETER_FLAGS.items():
-        hyper.add_argument(f"--{name.replace('_', '-')}", dest=f"hp_{name}", type=kind, default=None)
+        choices = LOSSES if name == "loss" else None
+        hyper.add_argument(
+            f"--{name.replace('_', '-')}", dest=f"hp_{name}", type=kind, default=None, choices=choices
+        )
 
 
 def _train(args: argparse.Namespace, data: Path, out: Path) -> int:
@@ -166,6 +176,7 @@ def _train(args: argparse.Namespace, data: Path, out: Path) -> int:
         version=args.model_version,
         gate_margin=args.gate_margin,
         max_rows=args.max_rows,
+        search_rows=args.search_rows,
         fixed_params=fixed,
     )
     try:
@@ -220,15 +231,15 @@ def _demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     frame = synthesize_to(data, stores=args.stores, items=args.items, freq=args.freq, seed=args.seed)
     print(f"data: {data} ({len(frame)} rows)")
-    args.horizon, args.folds, args.name, args.model_version = None, 3, "demand", None
-    args.gate_margin, args.max_rows = 0.05, 300_000
-    for name in HYPERPARAMETER_FLAGS:
-        setattr(args, f"hp_{name}", None)
-    code = _train(args, data, out / "model")
+    train_argv = ["train", "--data", str(data), "--out", str(out / "model")]
+    train_args = build_parser().parse_args(
+        [*train_argv, "--trials", str(args.trials), "--seed", str(args.seed)]
+    )
+    code = _train(train_args, data, out / "model")
     if code != 0:
         return code
     store = f"file://{out / 'store'}"
-    code = _publish(out / "model", store, "demand", None)
+    code = _publish(out / "model", store, train_args.name, None)
     print(f"store: {store}")
     return code
 

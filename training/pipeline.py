@@ -33,7 +33,7 @@ from retail_forecast.core.manifest import (
 )
 from retail_forecast.core.manifest import Scores as ManifestScores
 from retail_forecast.core.schema import Freq
-from retail_forecast.training import export
+from retail_forecast.training import export, tracking
 from retail_forecast.training.metrics import ForecastBlock, Scores, naive_scales, score, score_by_horizon
 from retail_forecast.training.model import Params, fit, search_plan
 
@@ -65,6 +65,9 @@ class TrainConfig:
     version: str | None = None
     gate_margin: float = 0.05
     max_rows: int = 300_000
+    # Search trials rank parameters on fewer rows than the holdout and final fits: ranking needs less
+    # data than the best fit does, and the search is where the time goes.
+    search_rows: int = 100_000
     fixed_params: Params = field(default_factory=dict)
 
 
@@ -144,10 +147,8 @@ def training_rows(
 def _sample(
     rows: tuple[IntArray, IntArray, IntArray], limit: int, rng: np.random.Generator
 ) -> tuple[IntArray, IntArray, IntArray]:
-    n = len(rows[0])
-    if n <= limit:
-        return rows
-    pick = np.sort(rng.choice(n, size=limit, replace=False))
+    """A random subset of at most `limit` rows, in random order (so any prefix is a random sample too)."""
+    pick = rng.permutation(len(rows[0]))[:limit]
     return rows[0][pick], rows[1][pick], rows[2][pick]
 
 
@@ -176,8 +177,11 @@ class _Dataset:
         self.actual = panel.sales[self.series, self.target_period]
         self.target = np.minimum(self.actual / scale, TARGET_CAP)
 
-    def upto(self, cutoff: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
-        keep = self.target_period <= cutoff
+    def upto(
+        self, cutoff: int, limit: int | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
+        """Rows whose target is at or before `cutoff`; the first `limit` of them (rows are shuffled)."""
+        keep = np.flatnonzero(self.target_period <= cutoff)[:limit]
         return self.features[keep], self.target[keep]
 
 
@@ -261,7 +265,7 @@ def train(
     for number, params in enumerate(plan, start=1):
         wapes = []
         for fold in search_folds:
-            x, y = dataset.upto(fold.origin)
+            x, y = dataset.upto(fold.origin, config.search_rows)
             estimator = fit(params, x, y, config.seed)
             wapes.append(
                 evaluate(panel, spec, estimator, valid=valid, origin=fold.origin, horizon=horizon).model.wape
@@ -339,6 +343,8 @@ def train(
     from retail_forecast.training.report import write_report  # noqa: PLC0415 - matplotlib is slow to import
 
     write_report(result, panel, data_report, horizon)
+    if tracking.log_result(result):
+        progress("tracking: logged parameters and metrics to MLflow")
     if not gate_passed:
         raise GateError(gate_message)
     return result

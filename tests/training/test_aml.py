@@ -6,6 +6,7 @@ Nothing here touches the network or needs credentials: jobs are loaded with `azu
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 import shlex
@@ -16,13 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import azure.ai.ml as aml_sdk
 import pytest
-from packaging.requirements import Requirement
-
-aml_sdk = pytest.importorskip("azure.ai.ml", reason="needs the optional extra retail-forecast[aml]")
-
-from azure.ai.ml.entities import Command  # noqa: E402
-from azure.ai.ml.sweep import (  # noqa: E402
+from azure.ai.ml.entities import Command
+from azure.ai.ml.sweep import (
     BanditPolicy,
     Choice,
     LogUniform,
@@ -31,31 +29,32 @@ from azure.ai.ml.sweep import (  # noqa: E402
     SweepJob,
     Uniform,
 )
+from packaging.requirements import Requirement
 
-from retail_forecast.training import aml  # noqa: E402
+from retail_forecast.cli import build_parser
+from retail_forecast.core.schema import Freq
+from retail_forecast.training import aml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AML_DIR = REPO_ROOT / "training" / "aml"
 
-# The options `forecast train` accepts, each with its allowed values (None: any value).
-# Stand-in until the CLI exists: replace it with a walk over the real argparse parser.
-TRAIN_CLI_FLAGS: dict[str, frozenset[str] | None] = {
-    "--data": None,
-    "--out": None,
-    "--horizon": None,
-    "--freq": frozenset({"D", "W"}),
-    "--trials": None,
-    "--folds": None,
-    "--seed": None,
-    "--name": None,
-    "--gate-margin": None,
-    "--learning-rate": None,
-    "--max-leaf-nodes": None,
-    "--min-samples-leaf": None,
-    "--l2-regularization": None,
-    "--max-iter": None,
-    "--loss": frozenset({"poisson", "squared_error"}),
-}
+
+def _train_cli_flags() -> dict[str, frozenset[str] | None]:
+    """The options the real `forecast train` parser accepts, each with its allowed values (None: any)."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = commands.choices["train"]
+    flags: dict[str, frozenset[str] | None] = {}
+    for action in train._actions:
+        allowed = frozenset(str(c) for c in action.choices) if action.choices else None
+        if action.dest == "freq":
+            allowed = frozenset(f.value for f in Freq)
+        for option in action.option_strings:
+            flags[option] = allowed
+    return flags
+
+
+TRAIN_CLI_FLAGS = _train_cli_flags()
 HYPERPARAMETER_FLAGS = {
     "--learning-rate": "learning_rate",
     "--max-leaf-nodes": "max_leaf_nodes",
@@ -135,7 +134,6 @@ def test_job_path_locates_packaged_yamls() -> None:
 
 
 def test_yamllint_relaxed_accepts_the_yamls() -> None:
-    pytest.importorskip("yamllint")
     files = sorted(AML_DIR.glob("*.yml"))
     assert {f.name for f in files} == {"conda.yml", "environment.yml", "train-job.yml", "sweep-job.yml"}
     result = subprocess.run(
@@ -465,82 +463,3 @@ def test_submit_fails_on_missing_workspace_before_anything_else(
     monkeypatch.setattr(aml_sdk, "MLClient", _Boom)
     with pytest.raises(aml.AmlError, match="AZUREML_WORKSPACE_NAME"):
         aml.submit(aml.job_path("command"), subscription_id="sub", resource_group="rg")
-
-
-class _FakeJobs:
-    def __init__(self, *, stream_error: Exception | None = None, status: str = "Completed") -> None:
-        self.created: list[Any] = []
-        self.streamed: list[str] = []
-        self.stream_error = stream_error
-        self.status = status
-
-    def create_or_update(self, job: Any) -> Any:
-        self.created.append(job)
-        return type(
-            "Created", (), {"name": "brave_fox_1", "studio_url": "https://ml.azure.com/runs/brave_fox_1"}
-        )
-
-    def stream(self, name: str) -> None:
-        self.streamed.append(name)
-        if self.stream_error is not None:
-            raise self.stream_error
-
-    def get(self, name: str) -> Any:
-        return type("Got", (), {"name": name, "status": self.status})
-
-
-def _fake_client(monkeypatch: pytest.MonkeyPatch, jobs: _FakeJobs) -> list[dict[str, Any]]:
-    """Stand-ins for MLClient and the credential, so submit's wiring is tested with no network at all."""
-    import azure.identity  # noqa: PLC0415
-
-    calls: list[dict[str, Any]] = []
-
-    def client(credential: object, **kwargs: Any) -> Any:
-        calls.append({"credential": credential, **kwargs})
-        return type("Client", (), {"jobs": jobs})
-
-    monkeypatch.setattr(aml_sdk, "MLClient", client)
-    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", lambda: "credential")
-    return calls
-
-
-def test_submit_wires_workspace_overrides_and_job(
-    no_workspace_env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AZURE_RESOURCE_GROUP", "rg")
-    jobs = _FakeJobs()
-    calls = _fake_client(monkeypatch, jobs)
-    url = aml.submit(
-        aml.job_path("sweep"), subscription_id="sub", workspace="ws", overrides={"horizon": "14"}
-    )
-    assert url == "https://ml.azure.com/runs/brave_fox_1"
-    assert calls == [
-        {
-            "credential": "credential",
-            "subscription_id": "sub",
-            "resource_group_name": "rg",
-            "workspace_name": "ws",
-        }
-    ]
-    (job,) = jobs.created
-    assert type(job) is SweepJob
-    assert job.inputs["horizon"] == 14
-    assert jobs.streamed == []
-
-
-def test_submit_wait_raises_unless_the_job_completes(
-    no_workspace_env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ws: dict[str, Any] = {"subscription_id": "sub", "resource_group": "rg", "workspace": "ws"}
-    _fake_client(monkeypatch, _FakeJobs(status="Completed"))
-    assert aml.submit(aml.job_path("command"), wait=True, **ws).endswith("brave_fox_1")
-
-    _fake_client(monkeypatch, _FakeJobs(stream_error=RuntimeError("job failed"), status="Failed"))
-    with pytest.raises(aml.AmlJobFailedError, match="status Failed") as info:
-        aml.submit(aml.job_path("command"), wait=True, **ws)
-    assert info.value.name == "brave_fox_1"
-    assert info.value.url == "https://ml.azure.com/runs/brave_fox_1"
-
-    _fake_client(monkeypatch, _FakeJobs(status="Canceled"))
-    with pytest.raises(aml.AmlJobFailedError, match="status Canceled"):
-        aml.submit(aml.job_path("command"), wait=True, **ws)
