@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,7 +158,13 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace, data: Path, out: Path) -> int:
     from retail_forecast.core.data import build_panel, read_sales, validate_sales  # noqa: PLC0415
     from retail_forecast.core.manifest import check_name, check_version  # noqa: PLC0415
-    from retail_forecast.training.pipeline import GateError, NotEnoughDataError, TrainConfig, train  # noqa: PLC0415
+    from retail_forecast.training.pipeline import (  # noqa: PLC0415
+        GateError,
+        NotEnoughDataError,
+        OutputExistsError,
+        TrainConfig,
+        train,
+    )
 
     try:
         check_name(args.name)
@@ -190,7 +197,7 @@ def _train(args: argparse.Namespace, data: Path, out: Path) -> int:
         for line in report.lines():
             print(f"data: {line}", file=sys.stderr)
         result = train(panel, report, out, config)
-    except (DataError, NotEnoughDataError) as exc:
+    except (DataError, NotEnoughDataError, OutputExistsError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     except GateError as exc:
         return _fail(f"{exc}; report in {out}", EXIT_GATE)
@@ -228,6 +235,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     out = args.out.resolve()
     data = out / "sales.parquet"
+    # The demo owns out/model: each run trains afresh and publishes a new version next to older ones.
+    shutil.rmtree(out / "model", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     frame = synthesize_to(data, stores=args.stores, items=args.items, freq=args.freq, seed=args.seed)
     print(f"data: {data} ({len(frame)} rows)")

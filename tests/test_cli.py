@@ -132,3 +132,12 @@ def test_operator_folder_never_shadows_the_standard_library() -> None:
     stdlib, ours = result.stdout.split()
     assert Path(stdlib).name == "operator.py" and "site-packages" not in stdlib and str(REPO) not in stdlib
     assert Path(ours) == REPO / "operator" / "__init__.py"
+
+
+def test_training_never_overwrites_an_existing_model(
+    daily_sales: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"older model")
+    assert main(["train", "--data", str(daily_sales), "--out", str(tmp_path)]) == 2
+    assert "already holds a model" in capsys.readouterr().err
+    assert (tmp_path / "model.onnx").read_bytes() == b"older model"

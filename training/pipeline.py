@@ -11,7 +11,8 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,10 @@ Progress = Callable[[str], None]
 
 class GateError(RuntimeError):
     """The model did not beat seasonal naive by the required margin: it must not be promoted."""
+
+
+class OutputExistsError(ValueError):
+    """The output folder already holds a model."""
 
 
 class NotEnoughDataError(ValueError):
@@ -102,6 +107,13 @@ class TrainResult:
     gate_passed: bool
     gate_message: str
     out: Path
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - started
 
 
 def _now_version() -> str:
@@ -229,6 +241,12 @@ def train(
     progress: Progress = lambda message: print(message, file=sys.stderr, flush=True),
 ) -> TrainResult:
     """Search, check, export and report; raises `GateError` (after writing the report) on a failed gate."""
+    stale = [out / name for name in (MODEL_FILE, MANIFEST_FILE) if (out / name).exists()]
+    if stale:
+        raise OutputExistsError(
+            f"{out} already holds a model ({', '.join(p.name for p in stale)}); train into an empty folder "
+            "so that a failed run can never leave an older model looking like its result"
+        )
     timings: dict[str, float] = {}
     started = time.perf_counter()
     spec = feat.spec_for(panel.freq)
@@ -246,53 +264,34 @@ def train(
     )
 
     # One sample of rows serves every fit: rows whose target lies past a fold's origin are cut per fold.
-    all_rows = training_rows(panel, valid, horizon, panel.n_periods - 1)
-    if len(all_rows[0]) == 0:
-        raise NotEnoughDataError(
-            f"no series has {spec.min_history} periods of history before its last target"
-        )
-    dataset = _Dataset(panel, spec, _sample(all_rows, config.max_rows, rng))
-    timings["features"] = time.perf_counter() - started
+    with _timed(timings, "features"):
+        all_rows = training_rows(panel, valid, horizon, panel.n_periods - 1)
+        if len(all_rows[0]) == 0:
+            raise NotEnoughDataError(
+                f"no series has {spec.min_history} periods of history before its last target"
+            )
+        dataset = _Dataset(panel, spec, _sample(all_rows, config.max_rows, rng))
     progress(
         f"features: {len(dataset.series)} training rows x {len(spec.names)} features "
         f"(of {len(all_rows[0])} possible) in {timings['features']:.1f}s"
     )
 
-    plan = search_plan(config.trials, config.seed, config.fixed_params)
-    trials: list[dict[str, Any]] = []
-    best: tuple[float, Params] | None = None
-    search_started = time.perf_counter()
-    for number, params in enumerate(plan, start=1):
-        wapes = []
-        for fold in search_folds:
-            x, y = dataset.upto(fold.origin, config.search_rows)
-            estimator = fit(params, x, y, config.seed)
-            wapes.append(
-                evaluate(panel, spec, estimator, valid=valid, origin=fold.origin, horizon=horizon).model.wape
-            )
-        mean_wape = float(np.mean(wapes))
-        trials.append(
-            {
-                "trial": number,
-                "params": params,
-                "wape": _finite(mean_wape),
-                "fold_wape": [_finite(w) for w in wapes],
-            }
+    with _timed(timings, "search"):
+        trials, validation_wape, params = _search(
+            panel,
+            spec,
+            dataset,
+            valid=valid,
+            folds=search_folds,
+            horizon=horizon,
+            config=config,
+            progress=progress,
         )
-        marker = ""
-        if best is None or mean_wape < best[0]:
-            best = (mean_wape, params)
-            marker = "  <- best so far"
-        progress(f"search: trial {number}/{len(plan)} wape {mean_wape:.4f} {_describe(params)}{marker}")
-    assert best is not None
-    validation_wape, params = best
-    timings["search"] = time.perf_counter() - search_started
 
-    holdout_started = time.perf_counter()
-    x, y = dataset.upto(holdout.origin)
-    estimator = fit(params, x, y, config.seed)
-    holdout_eval = evaluate(panel, spec, estimator, valid=valid, origin=holdout.origin, horizon=horizon)
-    timings["holdout"] = time.perf_counter() - holdout_started
+    with _timed(timings, "holdout"):
+        x, y = dataset.upto(holdout.origin)
+        estimator = fit(params, x, y, config.seed)
+        holdout_eval = evaluate(panel, spec, estimator, valid=valid, origin=holdout.origin, horizon=horizon)
 
     gate_passed, gate_message = promotion_gate(holdout_eval, config.gate_margin)
     progress(
@@ -305,22 +304,20 @@ def train(
     manifest: Manifest | None = None
     parity: export.Parity | None = None
     if gate_passed:
-        final_started = time.perf_counter()
-        final = fit(params, dataset.features, dataset.target, config.seed)
-        timings["final_fit"] = time.perf_counter() - final_started
-        export_started = time.perf_counter()
-        manifest, parity = _export(
-            panel,
-            spec,
-            final,
-            horizon=horizon,
-            holdout=holdout_eval,
-            params=params,
-            config=config,
-            out=out,
-            dataset=dataset,
-        )
-        timings["export"] = time.perf_counter() - export_started
+        with _timed(timings, "final_fit"):
+            final = fit(params, dataset.features, dataset.target, config.seed)
+        with _timed(timings, "export"):
+            manifest, parity = _export(
+                panel,
+                spec,
+                final,
+                horizon=horizon,
+                holdout=holdout_eval,
+                params=params,
+                config=config,
+                out=out,
+                dataset=dataset,
+            )
         progress(
             f"export: {out / MODEL_FILE} (sha256 {manifest.sha256[:12]}…), parity max abs diff "
             f"{parity.max_abs_diff:.2e} over {parity.rows} rows"
@@ -348,6 +345,46 @@ def train(
     if not gate_passed:
         raise GateError(gate_message)
     return result
+
+
+def _search(
+    panel: Panel,
+    spec: feat.FeatureSpec,
+    dataset: _Dataset,
+    *,
+    valid: npt.NDArray[np.bool_],
+    folds: list[Fold],
+    horizon: int,
+    config: TrainConfig,
+    progress: Progress,
+) -> tuple[list[dict[str, Any]], float, Params]:
+    """Random search ranked by mean WAPE over the search folds; returns trials, best WAPE and params."""
+    plan = search_plan(config.trials, config.seed, config.fixed_params)
+    trials: list[dict[str, Any]] = []
+    best: tuple[float, Params] | None = None
+    for number, params in enumerate(plan, start=1):
+        wapes = []
+        for fold in folds:
+            x, y = dataset.upto(fold.origin, config.search_rows)
+            estimator = fit(params, x, y, config.seed)
+            scores = evaluate(panel, spec, estimator, valid=valid, origin=fold.origin, horizon=horizon)
+            wapes.append(scores.model.wape)
+        mean_wape = float(np.mean(wapes))
+        trials.append(
+            {
+                "trial": number,
+                "params": params,
+                "wape": _finite(mean_wape),
+                "fold_wape": [_finite(w) for w in wapes],
+            }
+        )
+        marker = ""
+        if best is None or mean_wape < best[0]:
+            best = (mean_wape, params)
+            marker = "  <- best so far"
+        progress(f"search: trial {number}/{len(plan)} wape {mean_wape:.4f} {_describe(params)}{marker}")
+    assert best is not None
+    return trials, best[0], best[1]
 
 
 def promotion_gate(evaluation: Evaluation, margin: float) -> tuple[bool, str]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Final
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -111,6 +112,9 @@ def _plot(result: TrainResult, panel: Panel, horizon: int) -> None:
         axis.plot(when, naive.predicted[mine], color="tab:orange", lw=1, ls="--", label="seasonal naive")
         axis.axvline(panel.dates[origin], color="grey", lw=0.8)
         axis.set_title(f"store {panel.store_ids[s]} / item {panel.item_ids[s]}", fontsize=9)
+        locator = mdates.AutoDateLocator(maxticks=6)
+        axis.xaxis.set_major_locator(locator)
+        axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         axis.tick_params(labelsize=7)
     for axis in axes.ravel()[len(chosen) :]:
         axis.axis("off")
