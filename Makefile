@@ -32,7 +32,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	rm -rf build/typecheck && mkdir -p build/typecheck/retail_forecast
 	for entry in retail_forecast/*; do ln -s "$$PWD/$$entry" build/typecheck/retail_forecast/; done
-	for sub in training inference operator; do ln -s "$$PWD/$$sub" build/typecheck/retail_forecast/$$sub; done
+	ln -s "$$PWD/training" build/typecheck/retail_forecast/training
+	ln -s "$$PWD/inference" build/typecheck/retail_forecast/inference
+	ln -s "$$PWD/operator/src" build/typecheck/retail_forecast/operator
 	$(BIN)/mypy -p retail_forecast
 	$(BIN)/mypy tests
 

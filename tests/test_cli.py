@@ -122,16 +122,19 @@ def test_publish_errors_exit_with_store_code(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_operator_folder_never_shadows_the_standard_library() -> None:
-    """From the repository root (where `operator/` is a folder), `import operator` is still the stdlib."""
+    """From the repository root, where `operator/` is a folder, `python -m` still gets the stdlib module."""
     probe = (
         "import operator, retail_forecast.operator as ours; print(operator.__file__); print(ours.__file__)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
-    )
+    for command in (["-m", "pip", "--version"], ["-c", probe]):
+        result = subprocess.run(
+            [sys.executable, *command], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
     stdlib, ours = result.stdout.split()
-    assert Path(stdlib).name == "operator.py" and "site-packages" not in stdlib and str(REPO) not in stdlib
-    assert Path(ours) == REPO / "operator" / "__init__.py"
+    assert Path(stdlib).name == "operator.py" and str(REPO) not in stdlib
+    assert Path(ours) == REPO / "operator" / "src" / "__init__.py"
+    assert not (REPO / "operator" / "__init__.py").exists()
 
 
 def test_training_never_overwrites_an_existing_model(

@@ -112,9 +112,9 @@ def _plot(result: TrainResult, panel: Panel, horizon: int) -> None:
         axis.plot(when, naive.predicted[mine], color="tab:orange", lw=1, ls="--", label="seasonal naive")
         axis.axvline(panel.dates[origin], color="grey", lw=0.8)
         axis.set_title(f"store {panel.store_ids[s]} / item {panel.item_ids[s]}", fontsize=9)
-        locator = mdates.AutoDateLocator(maxticks=6)
+        locator = mdates.AutoDateLocator(maxticks=6)  # type: ignore[no-untyped-call]
         axis.xaxis.set_major_locator(locator)
-        axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
         axis.tick_params(labelsize=7)
     for axis in axes.ravel()[len(chosen) :]:
         axis.axis("off")
