@@ -88,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("dest", type=Path)
     fetch.add_argument("--sha256", default=None, help="refuse the model unless its digest is this")
 
+    serve = commands.add_parser("serve", help="serve a model (Open Inference Protocol v2 + forecast API)")
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument("--model-dir", type=Path, default=None, help="a local model folder")
+    source.add_argument("--model-uri", default=None, help="a model store URI; needs --name and --version")
+    serve.add_argument("--name", dest="model_name", default=None)
+    serve.add_argument("--version", dest="model_version", default=None)
+    serve.add_argument("--sha256", dest="model_sha256", default=None, help="refuse any other model bytes")
+    serve.add_argument("--fetch-dir", type=Path, default=None, help="where a fetched model is kept")
+    serve.add_argument("--host", default=None, help="default 0.0.0.0 (FORECAST_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="default 8080 (FORECAST_PORT)")
+    serve.add_argument("--max-batch-rows", type=_positive_int, default=None)
+    serve.add_argument("--intra-op-threads", type=_positive_int, default=None)
+    serve.add_argument("--log-level", default=None)
+    serve.add_argument("--no-access-log", dest="access_log", action="store_const", const=False, default=None)
+
     demo = commands.add_parser("demo", help="synthesise data, train, export and publish to a local store")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--stores", type=_positive_int, default=10)
@@ -253,6 +268,39 @@ def _demo(args: argparse.Namespace) -> int:
     return code
 
 
+SERVE_FIELDS = (
+    "model_dir",
+    "model_uri",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "fetch_dir",
+    "host",
+    "port",
+    "max_batch_rows",
+    "intra_op_threads",
+    "log_level",
+    "access_log",
+)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from retail_forecast.inference.server import serve  # noqa: PLC0415
+    from retail_forecast.inference.settings import ServeSettings  # noqa: PLC0415
+
+    given = {name: getattr(args, name) for name in SERVE_FIELDS if getattr(args, name) is not None}
+    try:
+        settings = ServeSettings(**given)
+    except ValidationError as exc:
+        return _fail(
+            "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in exc.errors()), EXIT_USAGE
+        )
+    serve(settings)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from retail_forecast.core.manifest import ManifestError  # noqa: PLC0415
@@ -290,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args)
+        if args.command == "serve":
+            return _serve(args)
         if args.command == "aml":
             from retail_forecast.training import aml  # noqa: PLC0415
 

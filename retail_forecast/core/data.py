@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -331,3 +332,55 @@ def _fill_within_span(values: FloatArray, in_span: BoolArray) -> FloatArray:
 def load_panel(path: Path, freq: Freq | None = None) -> tuple[Panel, DataReport]:
     frame = read_sales(path)
     return build_panel(frame, freq, source=str(path))
+
+
+def extend_for_forecast(
+    panel: Panel, horizon: int, future: pd.DataFrame | None = None
+) -> tuple[Panel, npt.NDArray[np.int64]]:
+    """Add `horizon` periods after each series' last sale, with the covariates known for them.
+
+    Returns the extended panel and each series' forecast origin (its last observed period). Future
+    covariates are taken from `future` (validated frame without sales) where given; otherwise price
+    carries the last known price forward, promo is 0 and there is no event: the same assumptions
+    training makes for a closed day.
+    """
+    observed = ~np.isnan(panel.sales)
+    origins = (panel.n_periods - 1 - observed[:, ::-1].argmax(axis=1)).astype(np.int64)
+    n_periods = int(origins.max()) + horizon + 1
+    extra = n_periods - panel.n_periods
+    dates = pd.date_range(panel.dates[0], periods=n_periods, freq=f"{panel.freq.days}D")
+
+    def grow(values: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
+        return np.concatenate([values, np.full((panel.n_series, extra), fill, dtype=values.dtype)], axis=1)
+
+    sales = grow(panel.sales, np.nan)
+    price, promo, event = grow(panel.price, np.nan), grow(panel.promo, 0.0), grow(panel.event, False)
+    periods = np.arange(n_periods)
+    ahead = (periods > origins[:, None]) & (periods <= origins[:, None] + horizon)
+    price[ahead] = np.nan
+    promo[ahead] = 0.0
+    event[ahead] = False
+    if future is not None and len(future):
+        keys = pd.MultiIndex.from_arrays([panel.store_ids, panel.item_ids])
+        rows = keys.get_indexer(pd.MultiIndex.from_frame(future[[STORE, ITEM]]))
+        offsets = (future[DATE].to_numpy() - panel.dates[0].to_datetime64()) // np.timedelta64(
+            panel.freq.days, "D"
+        )
+        price[rows, offsets] = future[PRICE].to_numpy(dtype=float)
+        promo[rows, offsets] = future[PROMO].to_numpy(dtype=float)
+        event[rows, offsets] = future[EVENT].to_numpy(dtype=str) != ""
+    last_price = panel.price[np.arange(panel.n_series), origins]
+    span = periods <= origins[:, None] + horizon
+    price = np.where(ahead & np.isnan(price), last_price[:, None], price)
+    price = np.where(span, price, np.nan)
+    extended = Panel(
+        freq=panel.freq,
+        dates=pd.DatetimeIndex(dates),
+        store_ids=panel.store_ids,
+        item_ids=panel.item_ids,
+        sales=sales,
+        price=price,
+        promo=promo,
+        event=event,
+    )
+    return extended, origins

@@ -1,0 +1,314 @@
+"""The scoring service: Open Inference Protocol v2 for the raw model, and the domain forecast API.
+
+The v2 infer route reads the raw body with orjson and answers with orjson bytes: no pydantic models on
+the hot path, where JSON, not the model, is the cost. Everything else uses ordinary FastAPI models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from retail_forecast import __version__
+from retail_forecast.core.schema import DataError
+from retail_forecast.inference.forecast import ForecastInputError, ForecastRequest, ForecastResponse, forecast
+from retail_forecast.inference.model import LoadedModel, load_model
+from retail_forecast.inference.observability import Metrics, ObservabilityMiddleware
+
+logger = logging.getLogger("retail_forecast.inference")
+JSON_TYPE: Final = "application/json"
+DATATYPE: Final = "FP32"
+
+
+@dataclass
+class ModelState:
+    """What readiness reports: a model that loaded and passed its self-check, or why not (yet)."""
+
+    model: LoadedModel | None = None
+    error: str | None = None
+    loading: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class BadRequest(Exception):  # noqa: N818 - an HTTP outcome, not a programming error
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(message: str, status: int) -> Response:
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON_TYPE)
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type=JSON_TYPE
+    )
+
+
+INFER_REQUEST_SCHEMA: Final = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype", "data"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                    "datatype": {"type": "string", "enum": [DATATYPE]},
+                    "parameters": {"type": "object"},
+                    "data": {"type": "array", "items": {}},
+                },
+            },
+        },
+        "outputs": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def parse_infer(body: bytes, model: LoadedModel, max_rows: int) -> tuple[np.ndarray[Any, Any], str | None]:
+    """Validate a v2 infer body into an [N, F] float32 array; every problem is a `BadRequest`."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object with 'inputs'")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise BadRequest(f"'inputs' must be a list of exactly one tensor named {model.input_name!r}")
+    tensor = inputs[0]
+    if tensor.get("name") != model.input_name:
+        raise BadRequest(f"unknown input {tensor.get('name')!r}; this model takes {model.input_name!r}")
+    if tensor.get("datatype") != DATATYPE:
+        raise BadRequest(f"input datatype must be {DATATYPE}, got {tensor.get('datatype')!r}")
+    shape = tensor.get("shape")
+    width = model.n_features
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(type(v) is int for v in shape)
+        or shape[0] < 1
+        or shape[1] != width
+    ):
+        raise BadRequest(f"input shape must be [N, {width}] with N >= 1, got {shape!r}")
+    if shape[0] > max_rows:
+        raise BadRequest(f"batch of {shape[0]} rows exceeds the limit of {max_rows}", status=413)
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise BadRequest("input 'data' must be a list of numbers")
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError):
+        raise BadRequest("input 'data' must be a flat or [N, F] nested list of numbers") from None
+    if array.dtype.kind not in "fiu":
+        raise BadRequest("input 'data' must hold only numbers")
+    if array.size != shape[0] * width:
+        raise BadRequest(f"input 'data' holds {array.size} values; shape {shape} needs {shape[0] * width}")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
+        rows = array.reshape(shape[0], width).astype(np.float32)
+    if not np.isfinite(rows).all():
+        bad = int(np.argwhere(~np.isfinite(rows))[0][0])
+        raise BadRequest(f"input row {bad} holds NaN, infinity or a value beyond float32")
+    request_id = payload.get("id")
+    return rows, request_id if isinstance(request_id, str) else None
+
+
+def create_app(
+    model_dir: Path,
+    *,
+    max_batch_rows: int = 8192,
+    max_forecast_series: int = 1000,
+    intra_op_threads: int = 1,
+    access_log: bool = True,
+) -> FastAPI:
+    metrics = Metrics()
+    state = ModelState()
+
+    def load() -> None:
+        try:
+            model = load_model(model_dir, intra_op_threads)
+            metrics.load_seconds.set(model.load_seconds)
+            deviation = model.self_check()
+        except Exception as exc:
+            state.error = f"model not served: {exc}"
+            metrics.state.state("failed")
+            logger.error(
+                "model self-check failed", extra={"fields": {"model_dir": str(model_dir), "error": str(exc)}}
+            )
+        else:
+            manifest = model.manifest
+            metrics.golden_deviation.set(deviation)
+            metrics.info.info({"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256})
+            state.model = model
+            metrics.state.state("ready")
+            logger.info(
+                "model ready",
+                extra={
+                    "fields": {
+                        "model": manifest.name,
+                        "model_version": manifest.version,
+                        "sha256": manifest.sha256,
+                        "load_seconds": round(model.load_seconds, 4),
+                        "golden_max_deviation": deviation,
+                    }
+                },
+            )
+        finally:
+            state.loading = False
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(asyncio.to_thread(load))  # live at once, ready after the self-check
+        yield
+        await task
+
+    app = FastAPI(
+        title="retail-forecast scoring service",
+        version=__version__,
+        lifespan=lifespan,
+        description="Open Inference Protocol v2 for the ONNX demand model, and a domain forecast API.",
+    )
+    app.state.model_state = state
+    app.state.metrics = metrics
+
+    def served(name: str) -> LoadedModel:
+        model = state.model
+        if model is None:
+            raise BadRequest(state.error or "model is loading", status=503)
+        if name != model.manifest.name:
+            raise BadRequest(
+                f"unknown model {name!r}; this server serves {model.manifest.name!r}", status=404
+            )
+        return model
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_: Request, exc: BadRequest) -> Response:
+        return _error(str(exc), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or 'body'}: {err['msg']}" for err in exc.errors()
+        )
+        return _error(problems, 422)
+
+    @app.get("/v2/health/live", tags=["health"])
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["health"], responses={503: {"description": "not ready (yet)"}})
+    async def ready() -> Response:
+        if state.model is None:
+            return _json({"ready": False, "reason": state.error or "model is loading"}, 503)
+        return _json({"ready": True})
+
+    @app.get("/v2", tags=["v2"])
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "retail-forecast", "version": __version__, "extensions": []}
+
+    @app.get("/v2/models/{name}", tags=["v2"], responses={404: {"description": "unknown model"}})
+    async def model_metadata(name: str) -> Response:
+        model = served(name)
+        manifest = model.manifest
+        return _json(
+            {
+                "name": manifest.name,
+                "versions": [manifest.version],
+                "platform": "onnxruntime_onnx",
+                "inputs": [{"name": model.input_name, "datatype": DATATYPE, "shape": [-1, model.n_features]}],
+                "outputs": [{"name": model.output_name, "datatype": DATATYPE, "shape": [-1]}],
+                "parameters": {
+                    "sha256": manifest.sha256,
+                    "features": manifest.features.names,
+                    "freq": manifest.freq,
+                    "horizon": manifest.horizon,
+                    "min_history": manifest.min_history,
+                },
+            }
+        )
+
+    @app.get("/v2/models/{name}/ready", tags=["v2"], responses={404: {"description": "unknown model"}})
+    async def model_ready(name: str) -> Response:
+        model = served(name)
+        return _json({"name": model.manifest.name, "ready": True})
+
+    @app.post(
+        "/v2/models/{name}/infer",
+        tags=["v2"],
+        openapi_extra={
+            "requestBody": {"required": True, "content": {JSON_TYPE: {"schema": INFER_REQUEST_SCHEMA}}}
+        },
+        responses={
+            400: {"description": "bad input"},
+            404: {"description": "unknown model"},
+            413: {"description": "batch too large"},
+        },
+    )
+    async def infer(name: str, request: Request) -> Response:
+        model = served(name)
+        rows, request_id = parse_infer(await request.body(), model, max_batch_rows)
+        predictions = model.predict(rows)
+        metrics.rows.labels("v2").inc(len(rows))
+        response: dict[str, Any] = {
+            "model_name": model.manifest.name,
+            "model_version": model.manifest.version,
+            "outputs": [
+                {
+                    "name": model.output_name,
+                    "datatype": DATATYPE,
+                    "shape": [len(predictions)],
+                    "data": predictions,
+                }
+            ],
+        }
+        if request_id is not None:
+            response["id"] = request_id
+        return _json(response)
+
+    @app.post(
+        "/v1/forecast",
+        tags=["forecast"],
+        response_model=ForecastResponse,
+        responses={422: {"description": "a series the model cannot forecast"}},
+    )
+    async def forecast_route(body: ForecastRequest) -> Response:
+        model = state.model
+        if model is None:
+            raise BadRequest(state.error or "model is loading", status=503)
+        if len(body.series) > max_forecast_series:
+            raise BadRequest(
+                f"{len(body.series)} series exceed the limit of {max_forecast_series}", status=413
+            )
+        try:
+            result = forecast(model, body)
+        except (ForecastInputError, DataError) as exc:
+            raise BadRequest(str(exc), status=422) from None
+        metrics.rows.labels("forecast").inc(sum(len(s.points) for s in result.forecasts))
+        return Response(result.model_dump_json(), media_type=JSON_TYPE)
+
+    @app.get("/metrics", tags=["metrics"], include_in_schema=True)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
+    return app

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from retail_forecast.core.manifest import Manifest
+from retail_forecast.inference.app import create_app
+
+from .conftest import wait_ready
+
+
+def infer_body(rows: list[list[float]], name: str = "features") -> dict[str, object]:
+    return {"inputs": [{"name": name, "shape": [len(rows), len(rows[0])], "datatype": "FP32", "data": rows}]}
+
+
+def test_golden_rows_are_scored_exactly(client: TestClient, model_dir: Path) -> None:
+    manifest = Manifest.load(model_dir)
+    response = client.post("/v2/models/demand/infer", json={"id": "r1", **infer_body(manifest.golden.inputs)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_name"] == "demand" and body["model_version"] == "7" and body["id"] == "r1"
+    (output,) = body["outputs"]
+    assert output["shape"] == [len(manifest.golden.outputs)] and output["datatype"] == "FP32"
+    np.testing.assert_array_equal(
+        np.array(output["data"], dtype=np.float32), np.array(manifest.golden.outputs, dtype=np.float32)
+    )
+
+
+def test_flat_data_is_accepted(client: TestClient, model_dir: Path) -> None:
+    manifest = Manifest.load(model_dir)
+    rows = manifest.golden.inputs[:2]
+    body = {
+        "inputs": [
+            {
+                "name": "features",
+                "shape": [2, len(rows[0])],
+                "datatype": "FP32",
+                "data": [v for row in rows for v in row],
+            }
+        ]
+    }
+    response = client.post("/v2/models/demand/infer", json=body)
+    assert response.json()["outputs"][0]["data"] == pytest.approx(manifest.golden.outputs[:2], rel=1e-6)
+
+
+def test_metadata_names_the_input_tensor(client: TestClient, model_dir: Path) -> None:
+    manifest = Manifest.load(model_dir)
+    meta = client.get("/v2/models/demand").json()
+    assert meta["inputs"] == [
+        {"name": "features", "datatype": "FP32", "shape": [-1, len(manifest.features.names)]}
+    ]
+    assert meta["versions"] == ["7"]
+    assert client.get("/v2/models/demand/ready").json() == {"name": "demand", "ready": True}
+    assert client.get("/v2/health/live").json() == {"live": True}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "message"),
+    [
+        (lambda b: b["inputs"][0].update(name="x"), 400, "unknown input 'x'"),
+        (lambda b: b["inputs"][0].update(datatype="FP64"), 400, "datatype must be FP32"),
+        (lambda b: b["inputs"][0].update(shape=[1, 3]), 400, "shape must be [N, "),
+        (lambda b: b["inputs"][0]["data"][0].__setitem__(0, "1.5"), 400, "only numbers"),
+        (lambda b: b["inputs"][0]["data"][0].__setitem__(0, None), 400, "only numbers"),
+        (lambda b: b["inputs"][0]["data"].pop(), 400, "holds"),
+        (lambda b: b["inputs"][0]["data"][0].__setitem__(0, 1e39), 400, "beyond float32"),
+        (lambda b: b.update(inputs=[]), 400, "exactly one tensor"),
+        (lambda b: b["inputs"][0].update(shape=[3000, 43]), 413, "exceeds the limit of 2048"),
+    ],
+)
+def test_bad_infer_input_is_a_4xx_that_says_why(
+    client: TestClient, model_dir: Path, mutate: object, status: int, message: str
+) -> None:
+    manifest = Manifest.load(model_dir)
+    body = infer_body([list(r) for r in manifest.golden.inputs[:2]])
+    mutate(body)  # type: ignore[operator]
+    response = client.post("/v2/models/demand/infer", json=body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_nan_and_malformed_json_are_refused(client: TestClient) -> None:
+    response = client.post("/v2/models/demand/infer", content=b'{"inputs": [{"data": [NaN]')
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+    assert client.post("/v2/models/other/infer", json={}).status_code == 404
+    assert "unknown model" in client.get("/v2/models/other").json()["error"]
+
+
+def test_metrics_report_requests_rows_and_model(client: TestClient, model_dir: Path) -> None:
+    manifest = Manifest.load(model_dir)
+    client.post("/v2/models/demand/infer", json=infer_body(manifest.golden.inputs))
+    client.post("/v2/models/demand/infer", json={})
+    text = client.get("/metrics").text
+    assert f'forecast_rows_scored_total{{api="v2"}} {float(len(manifest.golden.inputs))}' in text
+    assert (
+        'forecast_http_requests_total{method="POST",route="/v2/models/{name}/infer",status="200"} 1.0' in text
+    )
+    assert (
+        'forecast_http_requests_total{method="POST",route="/v2/models/{name}/infer",status="400"} 1.0' in text
+    )
+    assert "forecast_http_request_duration_seconds_bucket" in text
+    assert 'forecast_model_state{forecast_model_state="ready"} 1.0' in text
+    assert "forecast_model_golden_max_deviation 0.0" in text
+    assert f'forecast_model_info{{name="demand",sha256="{manifest.sha256}",version="7"}} 1.0' in text
+    assert "forecast_model_load_seconds" in text
+
+
+def test_request_id_is_echoed(client: TestClient) -> None:
+    response = client.get("/v2/health/live", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert len(client.get("/v2/health/live").headers["x-request-id"]) == 32
+
+
+def test_a_model_failing_its_self_check_never_becomes_ready(model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["golden"]["outputs"][0] += 1000.0  # the model no longer reproduces its golden sample
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(broken)) as test_client:
+        for _ in range(400):
+            if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
+                break
+            time.sleep(0.025)
+        ready = test_client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert "golden sample row 0" in ready.json()["reason"]
+        assert test_client.get("/v2/health/live").status_code == 200
+        assert test_client.post("/v2/models/demand/infer", json={}).status_code == 503
+
+
+def test_tampered_model_bytes_are_refused_at_load(model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "tampered"
+    shutil.copytree(model_dir, broken)
+    with (broken / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with TestClient(create_app(broken)) as test_client:
+        for _ in range(400):
+            if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
+                break
+            time.sleep(0.025)
+        assert "sha256" in test_client.get("/v2/health/ready").json()["reason"]
+
+
+def test_ready_after_load(model_dir: Path) -> None:
+    with TestClient(create_app(model_dir)) as test_client:
+        wait_ready(test_client)
+        assert test_client.get("/v2/health/ready").json() == {"ready": True}
