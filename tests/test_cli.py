@@ -106,6 +106,24 @@ def test_too_little_history_is_explained(tmp_path: Path, capsys: pytest.CaptureF
     synthesize_to(data, stores=1, items=2, periods=80, freq=Freq.DAILY, seed=1)
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--horizon", "28"]) == 2
     assert "too few for horizon 28" in capsys.readouterr().err
+    synthesize_to(data, stores=1, items=2, periods=56, freq=Freq.DAILY, seed=1)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "too few for horizon 28" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_default_horizon_shrinks_to_fit_short_data_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "short.csv"
+    synthesize_to(data, stores=2, items=4, periods=140, freq=Freq.DAILY, seed=2)
+    assert (
+        main(["train", "--data", str(data), "--out", str(tmp_path / "o"), *FAST, "--gate-margin", "0"]) == 0
+    )
+    assert "the default 28 needs 168 periods with 3 folds; the data has 140, so the horizon is 21" in (
+        capsys.readouterr().err
+    )
+    assert Manifest.load(tmp_path / "o").horizon == 21
 
 
 def test_invalid_model_name_is_refused(

@@ -138,6 +138,19 @@ def plan_folds(panel: Panel, spec: feat.FeatureSpec, horizon: int, folds: int) -
     return [Fold(o) for o in origins]
 
 
+def default_horizon(panel: Panel, spec: feat.FeatureSpec, folds: int, progress: Progress) -> int:
+    """The frequency's default horizon, or the longest that fits short data (said, never silent)."""
+    wanted = panel.freq.default_horizon
+    fits = (panel.n_periods - spec.min_history) // (folds + 1)
+    if fits >= wanted or fits < 1:
+        return wanted  # plan_folds explains data that is too short for any horizon
+    progress(
+        f"horizon: the default {wanted} needs {spec.min_history + wanted * (folds + 1)} periods with {folds} "
+        f"folds; the data has {panel.n_periods}, so the horizon is {fits} (pass --horizon to choose)"
+    )
+    return fits
+
+
 def training_rows(
     panel: Panel, valid: npt.NDArray[np.bool_], horizon: int, cutoff: int
 ) -> tuple[IntArray, IntArray, IntArray]:
@@ -250,7 +263,7 @@ def train(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     spec = feat.spec_for(panel.freq)
-    horizon = config.horizon or panel.freq.default_horizon
+    horizon = config.horizon or default_horizon(panel, spec, config.folds, progress)
     if horizon < 1:
         raise ValueError("--horizon must be at least 1")
     folds = plan_folds(panel, spec, horizon, config.folds)
