@@ -1,0 +1,229 @@
+"""The ForecastModel resource as the operator reads it, and the Kubernetes objects it owns.
+
+Pure data: parsing a ForecastModel's spec and rendering the Deployment, Services and HPA for it. No I/O,
+so every object the operator would create can be inspected in a unit test.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+GROUP: Final = "retailforecast.io"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "forecastmodels"
+KIND: Final = "ForecastModel"
+
+PORT: Final = 8080
+MODEL_MOUNT: Final = "/models"
+MODEL_DIR: Final = "/models/current"
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_COLOR: Final = f"{GROUP}/color"
+LABEL_VERSION: Final = f"{GROUP}/model-version"
+ANNOTATION_SHA256: Final = f"{GROUP}/model-sha256"
+ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+MANAGER: Final = "retail-forecast-operator"
+
+
+class Color(StrEnum):
+    BLUE = "blue"
+    GREEN = "green"
+
+    @property
+    def other(self) -> Color:
+        return Color.GREEN if self is Color.BLUE else Color.BLUE
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ModelRef(_Spec):
+    name: str
+    version: str
+    store_uri: str = Field(alias="storeUri")
+    sha256: str | None = None
+
+
+class Serving(_Spec):
+    image: str
+    replicas: int = Field(2, ge=0)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    service_account_name: str | None = Field(None, alias="serviceAccountName")
+    env: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Autoscaling(_Spec):
+    enabled: bool = True
+    min_replicas: int = Field(2, ge=1, alias="minReplicas")
+    max_replicas: int = Field(10, ge=1, alias="maxReplicas")
+    target_cpu: int = Field(70, ge=1, le=100, alias="targetCPUUtilizationPercentage")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed maxReplicas")
+        return self
+
+
+class Rollout(_Spec):
+    progress_deadline_seconds: int = Field(300, ge=10, alias="progressDeadlineSeconds")
+    scale_down_delay_seconds: int = Field(60, ge=0, alias="scaleDownDelaySeconds")
+    auto_promote: bool = Field(True, alias="autoPromote")
+
+
+class ForecastModelSpec(_Spec):
+    model: ModelRef
+    serving: Serving
+    autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling.model_validate({}))
+    rollout: Rollout = Field(default_factory=lambda: Rollout.model_validate({}))
+
+    @property
+    def replicas(self) -> int:
+        """Replicas a colour starts with: the HPA's floor when autoscaling, else the fixed count."""
+        return self.autoscaling.min_replicas if self.autoscaling.enabled else self.serving.replicas
+
+
+def selector(owner: str, color: Color) -> dict[str, str]:
+    return {LABEL_NAME: "forecast-model", LABEL_INSTANCE: owner, LABEL_COLOR: color.value}
+
+
+def labels(owner: str, color: Color | None = None) -> dict[str, str]:
+    found = {LABEL_NAME: "forecast-model", LABEL_INSTANCE: owner, LABEL_MANAGED_BY: MANAGER}
+    if color is not None:
+        found[LABEL_COLOR] = color.value
+    return found
+
+
+def deployment_name(owner: str, color: Color) -> str:
+    return f"{owner}-{color.value}"
+
+
+def preview_service_name(owner: str) -> str:
+    return f"{owner}-preview"
+
+
+_RESTRICTED: Final = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def deployment(
+    owner: str, color: Color, spec: ForecastModelSpec, *, version: str, sha256: str, replicas: int
+) -> dict[str, Any]:
+    """The colour's Deployment serving `version`: an init container fetches and verifies the model."""
+    pod_labels = {**labels(owner, color), LABEL_VERSION: version}
+    store_env = [dict(e) for e in spec.serving.env]
+    fetch = {
+        "name": "fetch-model",
+        "image": spec.serving.image,
+        "args": [
+            "fetch-model",
+            spec.model.store_uri,
+            spec.model.name,
+            version,
+            MODEL_DIR,
+            "--sha256",
+            sha256,
+        ],
+        "env": store_env,
+        "securityContext": _RESTRICTED,
+        "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+        "resources": spec.serving.resources,
+    }
+    serve = {
+        "name": "serve",
+        "image": spec.serving.image,
+        "args": ["serve", "--model-dir", MODEL_DIR, "--port", str(PORT)],
+        "env": store_env,
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "securityContext": _RESTRICTED,
+        "volumeMounts": [
+            {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "resources": spec.serving.resources,
+    }
+    pod_spec: dict[str, Any] = {
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [fetch],
+        "containers": [serve],
+        "volumes": [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "terminationGracePeriodSeconds": 30,
+        "automountServiceAccountToken": spec.serving.service_account_name is not None,
+    }
+    if spec.serving.service_account_name is not None:
+        pod_spec["serviceAccountName"] = spec.serving.service_account_name
+        pod_labels["azure.workload.identity/use"] = "true"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(owner, color),
+            "labels": {**labels(owner, color), LABEL_VERSION: version},
+            "annotations": {ANNOTATION_SHA256: sha256},
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector(owner, color)},
+            "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def service(owner: str, name: str, color: Color) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels(owner)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(owner, color),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def hpa(owner: str, color: Color, spec: ForecastModelSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": owner, "labels": labels(owner)},
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(owner, color),
+            },
+            "minReplicas": spec.autoscaling.min_replicas,
+            "maxReplicas": spec.autoscaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": spec.autoscaling.target_cpu},
+                    },
+                }
+            ],
+        },
+    }

@@ -1,0 +1,286 @@
+"""The blue/green rollout as a pure function: observed state in, the next step out.
+
+Everything the operator knows between reconciles lives in the ForecastModel's status and in its child
+Deployments (state lives in the cluster, not in memory), so a restarted operator computes the same step
+from the same objects. `now` is an input: deadlines are tested without waiting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal
+
+from retail_forecast.operator.resources import Color, ForecastModelSpec
+
+REQUEUE_WHILE_PROGRESSING: Final = 5.0
+ConditionStatus = Literal["True", "False", "Unknown"]
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class ColorState:
+    """What a colour's Deployment reports (spec, status and labels)."""
+
+    version: str | None
+    sha256: str | None
+    replicas: int
+    ready: int = 0
+    available: int = 0
+    updated: int = 0
+    generation: int = 1
+    observed_generation: int = 0
+    deadline_exceeded: bool = False
+
+    @property
+    def is_available(self) -> bool:
+        """All replicas of the current template are ready and available: Kubernetes' own notion."""
+        return (
+            self.replicas > 0
+            and self.observed_generation >= self.generation
+            and min(self.updated, self.ready, self.available) >= self.replicas
+        )
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """The rollout fields of the ForecastModel's status."""
+
+    active_color: Color | None = None
+    active_version: str | None = None
+    active_sha256: str | None = None
+    preview_color: Color | None = None
+    preview_version: str | None = None
+    preview_started: float | None = None
+    retired_color: Color | None = None
+    retire_at: float | None = None
+    failed_version: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentIntent:
+    """A colour's Deployment should serve `version`; `replicas` None leaves the count to the HPA."""
+
+    version: str
+    sha256: str
+    replicas: int | None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Condition:
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """What should exist after this reconcile, and what to report."""
+
+    deployments: dict[Color, DeploymentIntent]
+    scale_to_zero: frozenset[Color]
+    service_color: Color
+    preview_color: Color | None
+    hpa_color: Color | None
+    status: RolloutStatus
+    conditions: dict[str, Condition]
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def _promote(
+    status: RolloutStatus, to: Color, *, version: str, sha256: str, now: float, delay: float
+) -> RolloutStatus:
+    retired = status.active_color
+    return RolloutStatus(
+        active_color=to,
+        active_version=version,
+        active_sha256=sha256,
+        retired_color=retired if retired is not None and retired is not to else None,
+        retire_at=now + delay if retired is not None and retired is not to else None,
+    )
+
+
+def next_step(
+    spec: ForecastModelSpec,
+    sha256: str,
+    status: RolloutStatus,
+    colors: dict[Color, ColorState | None],
+    now: float,
+    *,
+    promote_requested: bool = False,
+) -> Step:
+    """The next rollout step toward serving `spec.model.version` (already verified, bytes `sha256`)."""
+    version = spec.model.version
+    events: list[Event] = []
+    zero: set[Color] = set()
+    deployments: dict[Color, DeploymentIntent] = {}
+    autoscale = spec.autoscaling.enabled
+
+    active = status.active_color
+    if active is not None and status.active_version == version:
+        # Steady state, or the spec went back to the serving version during a preview: drop the preview.
+        if status.preview_color is not None:
+            zero.add(status.preview_color)
+            events.append(
+                Event(
+                    "Normal",
+                    "RolloutAbandoned",
+                    f"preview of {status.preview_version} dropped: the spec asks for {version} again",
+                )
+            )
+            status = replace(status, preview_color=None, preview_version=None, preview_started=None)
+        status = replace(status, failed_version=None)
+    elif status.failed_version == version:
+        pass  # this version already failed its preview: wait for a new spec, never retry it on our own
+    else:
+        target = active.other if active is not None else Color.BLUE
+        retained = colors.get(target)
+        if (
+            active is not None
+            and status.preview_version != version
+            and retained is not None
+            and retained.version == version
+            and retained.sha256 == sha256
+            and retained.is_available
+        ):
+            # Rollback to the retained colour: it still runs the version, so switch without a rollout.
+            events.append(
+                Event("Normal", "Promoted", f"{version} on {target} (retained) serves traffic again")
+            )
+            status = _promote(
+                status,
+                target,
+                version=version,
+                sha256=sha256,
+                now=now,
+                delay=spec.rollout.scale_down_delay_seconds,
+            )
+        else:
+            if status.preview_version != version or status.preview_color != target:
+                events.append(
+                    Event("Normal", "RolloutStarted", f"deploying {version} to {target} for preview")
+                )
+                status = replace(
+                    status,
+                    preview_color=target,
+                    preview_version=version,
+                    preview_started=now,
+                    failed_version=None,
+                )
+            active_state = colors.get(active) if active is not None else None
+            start_replicas = max(spec.replicas, active_state.replicas if active_state else 0)
+            deployments[target] = DeploymentIntent(version, sha256, start_replicas)
+            preview = colors.get(target)
+            ready = preview is not None and preview.version == version and preview.is_available
+            started = status.preview_started if status.preview_started is not None else now
+            expired = now >= started + spec.rollout.progress_deadline_seconds or (
+                preview is not None and preview.version == version and preview.deadline_exceeded
+            )
+            if ready and (spec.rollout.auto_promote or promote_requested or active is None):
+                events.append(
+                    Event("Normal", "Promoted", f"{version} on {target} is available and serves traffic")
+                )
+                status = _promote(
+                    status,
+                    target,
+                    version=version,
+                    sha256=sha256,
+                    now=now,
+                    delay=spec.rollout.scale_down_delay_seconds,
+                )
+            elif expired and not ready:
+                del deployments[target]
+                zero.add(target)
+                events.append(
+                    Event(
+                        "Warning",
+                        "RolledBack",
+                        f"{version} on {target} was not available within "
+                        f"{spec.rollout.progress_deadline_seconds}s; "
+                        f"scaled to zero"
+                        + (f", {status.active_version} on {active} keeps serving" if active else ""),
+                    )
+                )
+                status = replace(
+                    status,
+                    preview_color=None,
+                    preview_version=None,
+                    preview_started=None,
+                    failed_version=version,
+                )
+
+    active = status.active_color
+    if active is not None and status.active_version is not None and status.active_sha256 is not None:
+        keep = None if autoscale else spec.serving.replicas
+        current = colors.get(active)
+        if current is None or current.replicas == 0:
+            keep = max(spec.replicas, 1)  # a retained colour brought back, or a deleted Deployment
+        deployments.setdefault(active, DeploymentIntent(status.active_version, status.active_sha256, keep))
+
+    requeue: float | None = None
+    retire_at = status.retire_at
+    if status.retired_color is not None and retire_at is not None:
+        if now >= retire_at:
+            zero.add(status.retired_color)
+            status = replace(status, retired_color=None, retire_at=None)
+        else:
+            requeue = retire_at - now
+    if status.preview_color is not None and status.preview_started is not None:
+        remaining = status.preview_started + spec.rollout.progress_deadline_seconds - now
+        requeue = min(x for x in (requeue, REQUEUE_WHILE_PROGRESSING, max(remaining, 0.0)) if x is not None)
+    zero -= set(deployments)
+
+    service_color = status.active_color or status.preview_color or Color.BLUE
+    return Step(
+        deployments=deployments,
+        scale_to_zero=frozenset(zero),
+        service_color=service_color,
+        preview_color=status.preview_color,
+        hpa_color=status.active_color if autoscale and status.active_color is not None else None,
+        status=status,
+        conditions=_conditions(status, colors, version, spec.rollout.auto_promote or promote_requested),
+        events=events,
+        requeue_after=requeue,
+    )
+
+
+def _conditions(
+    status: RolloutStatus, colors: dict[Color, ColorState | None], version: str, promoting: bool
+) -> dict[str, Condition]:
+    active = colors.get(status.active_color) if status.active_color is not None else None
+    serving = status.active_version
+    if active is not None and active.is_available and active.version == serving:
+        ready = Condition("True", "Available", f"{serving} on {status.active_color} serves traffic")
+    elif serving is not None:
+        ready = Condition(
+            "False", "Unavailable", f"{serving} on {status.active_color} has no available replicas"
+        )
+    else:
+        ready = Condition("False", "NoActiveVersion", "no version has been promoted yet")
+    if status.preview_version is not None:
+        preview = colors.get(status.preview_color) if status.preview_color is not None else None
+        waiting = not promoting and preview is not None and preview.is_available
+        progressing = Condition(
+            "True",
+            "AwaitingPromotion" if waiting else "RolloutInProgress",
+            f"{status.preview_version} on {status.preview_color}"
+            + (" is available; promote it or set autoPromote" if waiting else " is starting"),
+        )
+    else:
+        progressing = Condition("False", "Idle", "no rollout in progress")
+    if status.failed_version == version:
+        degraded = Condition(
+            "True",
+            "ProgressDeadlineExceeded",
+            f"{version} never became available; the previous version keeps serving",
+        )
+    else:
+        degraded = Condition("False", "Healthy", "no failed rollout")
+    return {"Ready": ready, "Progressing": progressing, "Degraded": degraded}
