@@ -103,6 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=None)
     serve.add_argument("--no-access-log", dest="access_log", action="store_const", const=False, default=None)
 
+    operator = commands.add_parser("operator", help="run the ForecastModel operator (kopf)")
+    operator.add_argument(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable); default: all namespaces",
+    )
+    operator.add_argument(
+        "--peering",
+        default=None,
+        help="kopf peering name: replicas elect one active operator (default: standalone)",
+    )
+    operator.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    operator.add_argument(
+        "--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint URL ('' to disable)"
+    )
+
     demo = commands.add_parser("demo", help="synthesise data, train, export and publish to a local store")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--stores", type=_positive_int, default=10)
@@ -340,6 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "operator":
+            from retail_forecast.operator.main import run  # noqa: PLC0415
+
+            run(
+                namespaces=args.namespaces,
+                peering=args.peering,
+                liveness=args.liveness or None,
+                priority=args.priority,
+            )
+            return 0
         if args.command == "aml":
             from retail_forecast.training import aml  # noqa: PLC0415
 
