@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest install clean
+.PHONY: demo test lint typecheck pytest install tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# checkov pins its dependencies tightly (packaging<24, …): it gets a venv of its own.
+.tools/checkov/bin/checkov:
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet --upgrade pip
+	.tools/checkov/bin/python -m pip install --quiet checkov
+
+tools: .tools/checkov/bin/checkov
 
 node_modules/.bin/azurite-blob:
 	npm install --no-save --no-audit --no-fund --loglevel=error azurite
@@ -38,7 +46,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy -p retail_forecast
 	$(BIN)/mypy tests
 
-pytest: $(STAMP) node_modules/.bin/azurite-blob
+pytest: $(STAMP) node_modules/.bin/azurite-blob .tools/checkov/bin/checkov
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -152,7 +152,12 @@ def next_step(
         ):
             # Rollback to the retained colour: it still runs the version, so switch without a rollout.
             events.append(
-                Event("Normal", "Promoted", f"{version} on {target} (retained) serves traffic again")
+                Event(
+                    "Normal",
+                    "Promoted",
+                    f"{version} on {target} (retained) serves traffic again "
+                    f"(activeVersion={version} activeColor={target.value})",
+                )
             )
             status = _promote(
                 status,
@@ -185,7 +190,12 @@ def next_step(
             )
             if ready and (spec.rollout.auto_promote or promote_requested or active is None):
                 events.append(
-                    Event("Normal", "Promoted", f"{version} on {target} is available and serves traffic")
+                    Event(
+                        "Normal",
+                        "Promoted",
+                        f"{version} on {target} is available and serves traffic "
+                        f"(activeVersion={version} activeColor={target.value})",
+                    )
                 )
                 status = _promote(
                     status,

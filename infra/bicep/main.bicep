@@ -1,0 +1,736 @@
+// retail-forecast: the same resources as infra/terraform, for `az deployment group create`.
+// Deploy into an existing resource group (see infra/README.md); its tags are set by `rgTags` below.
+targetScope = 'resourceGroup'
+
+@allowed(['dev', 'prod'])
+param environment string
+param location string = resourceGroup().location
+@minLength(3)
+@maxLength(10)
+param namePrefix string = 'rfcst'
+param extraTags object = {}
+param kubernetesVersion string = ''
+@allowed(['Free', 'Standard'])
+param aksSkuTier string = 'Standard'
+param systemNodeVmSize string = 'Standard_D4ds_v5'
+param systemNodeMinCount int = 1
+param systemNodeMaxCount int = 3
+param userNodeVmSize string = 'Standard_D4ds_v5'
+param userNodeMinCount int = 0
+param userNodeMaxCount int = 5
+param apiServerAuthorizedIpRanges array = ['10.0.0.0/8']
+param allowedIpRanges array = []
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS'])
+param storageSku string = 'Standard_GRS'
+param blobSoftDeleteDays int = 30
+param modelTierCoolAfterDays int = 30
+param modelTierArchiveAfterDays int = 90
+param modelsContainerName string = 'models'
+param logRetentionDays int = 30
+param amlComputeVmSize string = 'Standard_D4ds_v5'
+param amlComputeMaxNodes int = 2
+param kubernetesNamespace string = 'forecast'
+param operatorNamespace string = 'forecast-system'
+param operatorServiceAccount string = 'forecast-operator'
+param inferenceServiceAccount string = 'forecast-inference'
+param trainingServiceAccount string = 'forecast-training'
+param alertEmailReceivers array = []
+param alert5xxRatioThreshold string = '0.05'
+param alertP95LatencyMsThreshold int = 250
+// 'Disabled' (default): Storage, Key Vault, ACR and the AML workspace get private endpoints and no public access.
+@allowed(['Enabled', 'Disabled'])
+param publicNetworkAccess string = 'Disabled'
+param vnetAddressPrefix string = '10.42.0.0/16'
+param aksSubnetPrefix string = '10.42.0.0/20'
+param endpointsSubnetPrefix string = '10.42.255.0/24'
+
+var base = '${namePrefix}-${environment}'
+var compact = '${namePrefix}${environment}${substring(uniqueString(subscription().id, resourceGroup().id), 0, 6)}'
+var tags = union({ application: 'retail-forecast', environment: environment, managed_by: 'bicep' }, extraTags)
+var enablePrivateEndpoints = publicNetworkAccess == 'Disabled'
+var roles = {
+  acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+}
+
+resource rgTags 'Microsoft.Resources/tags@2024-03-01' = {
+  name: 'default'
+  properties: {
+    tags: tags
+  }
+}
+
+// ---------------------------------------------------------------- monitoring workspace
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${base}'
+  location: location
+  tags: tags
+  properties: {
+    sku: { name: 'PerGB2018' }
+    retentionInDays: logRetentionDays
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${base}'
+  location: location
+  tags: tags
+  kind: 'other'
+  properties: {
+    Application_Type: 'other'
+    WorkspaceResourceId: logs.id
+    DisableLocalAuth: true
+  }
+}
+
+// ---------------------------------------------------------------- network
+resource nsgAks 'Microsoft.Network/networkSecurityGroups@2024-01-01' = {
+  name: 'nsg-${base}-aks'
+  location: location
+  tags: tags
+}
+
+resource nsgEndpoints 'Microsoft.Network/networkSecurityGroups@2024-01-01' = {
+  name: 'nsg-${base}-endpoints'
+  location: location
+  tags: tags
+}
+
+resource vnet 'Microsoft.Network/virtualNetworks@2024-01-01' = {
+  name: 'vnet-${base}'
+  location: location
+  tags: tags
+  properties: {
+    addressSpace: { addressPrefixes: [vnetAddressPrefix] }
+    subnets: [
+      {
+        name: 'snet-aks'
+        properties: {
+          addressPrefix: aksSubnetPrefix
+          networkSecurityGroup: { id: nsgAks.id }
+          serviceEndpoints: [
+            { service: 'Microsoft.Storage' }
+            { service: 'Microsoft.KeyVault' }
+            { service: 'Microsoft.ContainerRegistry' }
+          ]
+        }
+      }
+      {
+        name: 'snet-endpoints'
+        properties: {
+          addressPrefix: endpointsSubnetPrefix
+          networkSecurityGroup: { id: nsgEndpoints.id }
+        }
+      }
+    ]
+  }
+}
+
+var aksSubnetId = '${vnet.id}/subnets/snet-aks'
+var endpointsSubnetId = '${vnet.id}/subnets/snet-endpoints'
+
+// ---------------------------------------------------------------- AKS
+resource aks 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
+  name: 'aks-${base}'
+  location: location
+  tags: tags
+  sku: { name: 'Base', tier: aksSkuTier }
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    dnsPrefix: base
+    kubernetesVersion: empty(kubernetesVersion) ? null : kubernetesVersion
+    enableRBAC: true
+    disableLocalAccounts: true
+    aadProfile: {
+      managed: true
+      enableAzureRBAC: true
+      tenantID: tenant().tenantId
+    }
+    oidcIssuerProfile: { enabled: true }
+    securityProfile: {
+      workloadIdentity: { enabled: true }
+      imageCleaner: { enabled: true, intervalHours: 48 }
+    }
+    apiServerAccessProfile: {
+      authorizedIPRanges: apiServerAuthorizedIpRanges
+    }
+    autoUpgradeProfile: {
+      upgradeChannel: 'patch'
+      nodeOSUpgradeChannel: 'NodeImage'
+    }
+    agentPoolProfiles: [
+      {
+        name: 'system'
+        mode: 'System'
+        vmSize: systemNodeVmSize
+        enableAutoScaling: true
+        minCount: systemNodeMinCount
+        maxCount: systemNodeMaxCount
+        count: systemNodeMinCount
+        osDiskType: 'Ephemeral'
+        osDiskSizeGB: 64
+        maxPods: 50
+        enableEncryptionAtHost: true
+        vnetSubnetID: aksSubnetId
+        availabilityZones: ['1', '2', '3']
+        nodeTaints: ['CriticalAddonsOnly=true:NoSchedule']
+        upgradeSettings: { maxSurge: '10%' }
+      }
+    ]
+    networkProfile: {
+      networkPlugin: 'azure'
+      networkPluginMode: 'overlay'
+      networkPolicy: 'cilium'
+      networkDataplane: 'cilium'
+      loadBalancerSku: 'standard'
+    }
+    autoScalerProfile: {
+      'balance-similar-node-groups': 'true'
+      expander: 'least-waste'
+      'scale-down-unneeded-time': '10m'
+      'scale-down-delay-after-add': '10m'
+    }
+    addonProfiles: {
+      omsagent: {
+        enabled: true
+        config: {
+          logAnalyticsWorkspaceResourceID: logs.id
+          useAADAuth: 'true'
+        }
+      }
+      azurepolicy: { enabled: true }
+      kubeDashboard: { enabled: false }
+      azureKeyvaultSecretsProvider: {
+        enabled: true
+        config: { enableSecretRotation: 'true' }
+      }
+    }
+  }
+}
+
+resource userPool 'Microsoft.ContainerService/managedClusters/agentPools@2024-09-01' = {
+  parent: aks
+  name: 'user'
+  properties: {
+    mode: 'User'
+    vmSize: userNodeVmSize
+    enableAutoScaling: true
+    minCount: userNodeMinCount
+    maxCount: userNodeMaxCount
+    count: userNodeMinCount
+    osDiskType: 'Ephemeral'
+    osDiskSizeGB: 64
+    maxPods: 50
+    enableEncryptionAtHost: true
+    vnetSubnetID: aksSubnetId
+    availabilityZones: ['1', '2', '3']
+    nodeLabels: { 'retailforecast.io/pool': 'user' }
+    upgradeSettings: { maxSurge: '33%' }
+  }
+}
+
+// ---------------------------------------------------------------- ACR
+resource acr 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
+  name: 'acr${compact}'
+  location: location
+  tags: tags
+  sku: { name: 'Premium' }
+  properties: {
+    adminUserEnabled: false
+    anonymousPullEnabled: false
+    dataEndpointEnabled: true
+    publicNetworkAccess: publicNetworkAccess
+    zoneRedundancy: 'Enabled'
+    policies: {
+      retentionPolicy: { status: 'enabled', days: 30 }
+      trustPolicy: { status: 'enabled', type: 'Notary' }
+    }
+  }
+}
+
+resource kubeletAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(acr.id, 'kubelet', roles.acrPull)
+  scope: acr
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.acrPull)
+    principalId: aks.properties.identityProfile.kubeletidentity.objectId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---------------------------------------------------------------- model store
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'st${compact}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: { name: storageSku }
+  properties: {
+    accessTier: 'Hot'
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    allowCrossTenantReplication: false
+    publicNetworkAccess: publicNetworkAccess
+    encryption: {
+      requireInfrastructureEncryption: true
+      keySource: 'Microsoft.Storage'
+      services: {
+        blob: { enabled: true }
+        file: { enabled: true }
+      }
+    }
+    networkAcls: {
+      defaultAction: 'Deny'
+      bypass: 'AzureServices, Logging, Metrics'
+      ipRules: [for ip in allowedIpRanges: { value: ip, action: 'Allow' }]
+      virtualNetworkRules: [{ id: aksSubnetId, action: 'Allow' }]
+    }
+    sasPolicy: {
+      sasExpirationPeriod: '00.01:00:00'
+      expirationAction: 'Log'
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    isVersioningEnabled: true
+    changeFeed: { enabled: true }
+    deleteRetentionPolicy: { enabled: true, days: blobSoftDeleteDays }
+    containerDeleteRetentionPolicy: { enabled: true, days: blobSoftDeleteDays }
+  }
+}
+
+resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: modelsContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'model-versions-hot-cool-archive'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: ['blockBlob']
+              prefixMatch: ['${modelsContainerName}/']
+            }
+            actions: {
+              baseBlob: {
+                tierToCool: { daysAfterCreationGreaterThan: modelTierCoolAfterDays }
+                tierToArchive: { daysAfterCreationGreaterThan: modelTierArchiveAfterDays }
+              }
+              version: {
+                tierToCool: { daysAfterCreationGreaterThan: modelTierCoolAfterDays }
+                tierToArchive: { daysAfterCreationGreaterThan: modelTierArchiveAfterDays }
+                delete: { daysAfterCreationGreaterThan: 365 }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+}
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'diag-blob-to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: logs.id
+    logs: [
+      { category: 'StorageRead', enabled: true }
+      { category: 'StorageWrite', enabled: true }
+      { category: 'StorageDelete', enabled: true }
+    ]
+    metrics: [{ category: 'Transaction', enabled: true }]
+  }
+}
+
+// ---------------------------------------------------------------- Key Vault
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: 'kv${compact}'
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: { family: 'A', name: 'premium' }
+    enableRbacAuthorization: true
+    enablePurgeProtection: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    publicNetworkAccess: publicNetworkAccess
+    networkAcls: {
+      defaultAction: 'Deny'
+      bypass: 'AzureServices'
+      ipRules: [for ip in allowedIpRanges: { value: ip }]
+      virtualNetworkRules: [{ id: aksSubnetId }]
+    }
+  }
+}
+
+// ---------------------------------------------------------------- identities
+var workloads = [
+  { key: 'operator', namespace: operatorNamespace, serviceAccount: operatorServiceAccount }
+  { key: 'inference', namespace: kubernetesNamespace, serviceAccount: inferenceServiceAccount }
+  { key: 'training', namespace: kubernetesNamespace, serviceAccount: trainingServiceAccount }
+]
+
+resource operatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${base}-operator'
+  location: location
+  tags: tags
+}
+
+resource inferenceIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${base}-inference'
+  location: location
+  tags: tags
+}
+
+resource trainingIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${base}-training'
+  location: location
+  tags: tags
+}
+
+resource operatorFederation 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials@2023-01-31' = {
+  parent: operatorIdentity
+  name: 'fic-operator'
+  properties: {
+    issuer: aks.properties.oidcIssuerProfile.issuerURL
+    subject: 'system:serviceaccount:${workloads[0].namespace}:${workloads[0].serviceAccount}'
+    audiences: ['api://AzureADTokenExchange']
+  }
+}
+
+// Federated credentials on different identities may be created in parallel; one per identity here.
+resource inferenceFederation 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials@2023-01-31' = {
+  parent: inferenceIdentity
+  name: 'fic-inference'
+  properties: {
+    issuer: aks.properties.oidcIssuerProfile.issuerURL
+    subject: 'system:serviceaccount:${workloads[1].namespace}:${workloads[1].serviceAccount}'
+    audiences: ['api://AzureADTokenExchange']
+  }
+}
+
+resource trainingFederation 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials@2023-01-31' = {
+  parent: trainingIdentity
+  name: 'fic-training'
+  properties: {
+    issuer: aks.properties.oidcIssuerProfile.issuerURL
+    subject: 'system:serviceaccount:${workloads[2].namespace}:${workloads[2].serviceAccount}'
+    audiences: ['api://AzureADTokenExchange']
+  }
+}
+
+// Least privilege on the model store: only training writes (publishes) model versions.
+resource inferenceModelsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, inferenceIdentity.id, roles.storageBlobDataReader)
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: inferenceIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource operatorModelsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, operatorIdentity.id, roles.storageBlobDataReader)
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: operatorIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource trainingModelsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, trainingIdentity.id, roles.storageBlobDataContributor)
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: trainingIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---------------------------------------------------------------- Azure ML
+resource amlWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' = {
+  name: 'mlw-${base}'
+  location: location
+  tags: tags
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    friendlyName: 'retail-forecast ${environment}'
+    applicationInsights: appInsights.id
+    keyVault: keyVault.id
+    storageAccount: storage.id
+    containerRegistry: acr.id
+    publicNetworkAccess: publicNetworkAccess
+    hbiWorkspace: environment == 'prod'
+    v1LegacyMode: false
+    systemDatastoresAuthMode: 'identity'
+    // Managed VNet: computes reach the model store through a workspace-managed private endpoint.
+    managedNetwork: {
+      isolationMode: 'AllowInternetOutbound'
+      outboundRules: {
+        'models-blob': {
+          type: 'PrivateEndpoint'
+          category: 'UserDefined'
+          destination: {
+            serviceResourceId: storage.id
+            subresourceTarget: 'blob'
+            sparkEnabled: false
+          }
+        }
+      }
+    }
+  }
+}
+
+// Training runs here; it scales to zero nodes when no job is queued.
+resource amlCompute 'Microsoft.MachineLearningServices/workspaces/computes@2024-04-01' = {
+  parent: amlWorkspace
+  name: 'cpu-training'
+  location: location
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${trainingIdentity.id}': {} }
+  }
+  properties: {
+    computeType: 'AmlCompute'
+    disableLocalAuth: true
+    properties: {
+      vmSize: amlComputeVmSize
+      vmPriority: environment == 'prod' ? 'Dedicated' : 'LowPriority'
+      enableNodePublicIp: false
+      remoteLoginPortPublicAccess: 'Disabled'
+      scaleSettings: {
+        minNodeCount: 0
+        maxNodeCount: amlComputeMaxNodes
+        nodeIdleTimeBeforeScaleDown: 'PT5M'
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- private endpoints (optional)
+var endpointTargets = [
+  { key: 'blob', id: storage.id, groupId: 'blob', zone: 'privatelink.blob.${az.environment().suffixes.storage}' }
+  { key: 'vault', id: keyVault.id, groupId: 'vault', zone: 'privatelink.vaultcore.azure.net' }
+  { key: 'registry', id: acr.id, groupId: 'registry', zone: 'privatelink.azurecr.io' }
+  { key: 'amlworkspace', id: amlWorkspace.id, groupId: 'amlworkspace', zone: 'privatelink.api.azureml.ms' }
+]
+
+resource dnsZones 'Microsoft.Network/privateDnsZones@2020-06-01' = [
+  for target in endpointTargets: if (enablePrivateEndpoints) {
+    name: target.zone
+    location: 'global'
+    tags: tags
+  }
+]
+
+resource dnsLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2020-06-01' = [
+  for (target, i) in endpointTargets: if (enablePrivateEndpoints) {
+    parent: dnsZones[i]
+    name: 'link-${target.key}'
+    location: 'global'
+    tags: tags
+    properties: {
+      registrationEnabled: false
+      virtualNetwork: { id: vnet.id }
+    }
+  }
+]
+
+resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-01-01' = [
+  for (target, i) in endpointTargets: if (enablePrivateEndpoints) {
+    name: 'pe-${base}-${target.key}'
+    location: location
+    tags: tags
+    properties: {
+      subnet: { id: endpointsSubnetId }
+      privateLinkServiceConnections: [
+        {
+          name: 'psc-${target.key}'
+          properties: {
+            privateLinkServiceId: target.id
+            groupIds: [target.groupId]
+          }
+        }
+      ]
+    }
+  }
+]
+
+resource privateDnsGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-01-01' = [
+  for (target, i) in endpointTargets: if (enablePrivateEndpoints) {
+    parent: privateEndpoints[i]
+    name: 'default'
+    properties: {
+      privateDnsZoneConfigs: [
+        {
+          name: target.key
+          properties: { privateDnsZoneId: dnsZones[i].id }
+        }
+      ]
+    }
+  }
+]
+
+// ---------------------------------------------------------------- alerts (queries shared with Terraform)
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: 'ag-${base}-oncall'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'rf-${environment}'
+    enabled: true
+    emailReceivers: [
+      for (address, i) in alertEmailReceivers: {
+        name: 'email-${i}'
+        emailAddress: address
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+resource podsNotReady 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: 'alert-${base}-pods-not-ready'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'Scoring or operator pods not ready for 10 minutes.'
+    severity: 2
+    enabled: true
+    scopes: [aks.id]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT10M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'podsNotReady'
+          metricNamespace: 'Microsoft.ContainerService/managedClusters'
+          metricName: 'kube_pod_status_ready'
+          timeAggregation: 'Average'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            { name: 'namespace', operator: 'Include', values: [kubernetesNamespace, operatorNamespace] }
+            { name: 'condition', operator: 'Include', values: ['false'] }
+          ]
+        }
+      ]
+    }
+    actions: [{ actionGroupId: actionGroup.id }]
+  }
+}
+
+var logAlerts = [
+  {
+    key: 'http-5xx'
+    description: 'Share of 5xx responses of the scoring service above the threshold over 5 minutes.'
+    severity: 1
+    window: 'PT5M'
+    query: loadTextContent('../monitor/kql/alerts/http_5xx_ratio.kql')
+    column: 'error_ratio'
+    threshold: json(alert5xxRatioThreshold)
+    failing: 1
+    periods: 1
+  }
+  {
+    key: 'p95-latency'
+    description: 'p95 latency of the scoring service above the threshold over 15 minutes.'
+    severity: 2
+    window: 'PT15M'
+    query: loadTextContent('../monitor/kql/alerts/p95_latency.kql')
+    column: 'p95_ms'
+    threshold: alertP95LatencyMsThreshold
+    failing: 2
+    periods: 3
+  }
+  {
+    key: 'rollbacks'
+    description: 'A ForecastModel rolled back or a model failed verification.'
+    severity: 2
+    window: 'PT15M'
+    query: loadTextContent('../monitor/kql/alerts/rollbacks.kql')
+    column: 'events'
+    threshold: 0
+    failing: 1
+    periods: 1
+  }
+]
+
+resource scheduledQueryRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [
+  for rule in logAlerts: {
+    name: 'alert-${base}-${rule.key}'
+    location: location
+    tags: tags
+    properties: {
+      description: rule.description
+      severity: rule.severity
+      enabled: true
+      scopes: [logs.id]
+      evaluationFrequency: 'PT5M'
+      windowSize: rule.window
+      criteria: {
+        allOf: [
+          {
+            query: rule.query
+            timeAggregation: 'Maximum'
+            metricMeasureColumn: rule.column
+            operator: 'GreaterThan'
+            threshold: rule.threshold
+            failingPeriods: {
+              minFailingPeriodsToAlert: rule.failing
+              numberOfEvaluationPeriods: rule.periods
+            }
+          }
+        ]
+      }
+      actions: { actionGroups: [actionGroup.id] }
+    }
+  }
+]
+
+// ---------------------------------------------------------------- outputs (same names as Terraform's)
+output resource_group_name string = resourceGroup().name
+output AZURE_STORAGE_ACCOUNT_URL string = storage.properties.primaryEndpoints.blob
+output storage_account_name string = storage.name
+output models_container string = modelsContainer.name
+output model_store_uri string = 'azureblob://${modelsContainer.name}'
+output acr_login_server string = acr.properties.loginServer
+output acr_name string = acr.name
+output aks_name string = aks.name
+output aks_oidc_issuer_url string = aks.properties.oidcIssuerProfile.issuerURL
+output operator_client_id string = operatorIdentity.properties.clientId
+output inference_client_id string = inferenceIdentity.properties.clientId
+output training_client_id string = trainingIdentity.properties.clientId
+output tenant_id string = tenant().tenantId
+output key_vault_uri string = keyVault.properties.vaultUri
+output aml_workspace_name string = amlWorkspace.name
+output aml_compute_name string = amlCompute.name
+output log_analytics_workspace_id string = logs.properties.customerId
+output kubernetes_namespace string = kubernetesNamespace
+output operator_namespace string = operatorNamespace

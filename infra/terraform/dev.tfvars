@@ -1,0 +1,22 @@
+environment                   = "dev"
+location                      = "westeurope"
+name_prefix                   = "rfcst"
+aks_sku_tier                  = "Free"
+system_node_vm_size           = "Standard_D2ds_v5"
+system_node_min_count         = 1
+system_node_max_count         = 2
+user_node_vm_size             = "Standard_D2ds_v5"
+user_node_min_count           = 0
+user_node_max_count           = 2
+storage_replication_type      = "ZRS"
+blob_soft_delete_days         = 7
+model_tier_cool_after_days    = 14
+model_tier_archive_after_days = 60
+log_retention_days            = 30
+aml_compute_vm_size           = "Standard_D2ds_v5"
+aml_compute_max_nodes         = 1
+enable_private_endpoints      = false
+alert_email_receivers         = []
+tags = {
+  cost_center = "retail-analytics-dev"
+}

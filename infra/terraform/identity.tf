@@ -1,0 +1,70 @@
+# One user-assigned identity per workload; each is federated with exactly one Kubernetes service account.
+locals {
+  workloads = {
+    operator  = { namespace = var.operator_namespace, service_account = var.service_accounts.operator }
+    inference = { namespace = var.kubernetes_namespace, service_account = var.service_accounts.inference }
+    training  = { namespace = var.kubernetes_namespace, service_account = var.service_accounts.training }
+  }
+  models_container_scope = "${azurerm_storage_account.models.id}/blobServices/default/containers/${azurerm_storage_container.models.name}"
+}
+
+resource "azurerm_user_assigned_identity" "operator" {
+  name                = "id-${local.base}-operator"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  tags                = local.tags
+}
+
+resource "azurerm_user_assigned_identity" "inference" {
+  name                = "id-${local.base}-inference"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  tags                = local.tags
+}
+
+resource "azurerm_user_assigned_identity" "training" {
+  name                = "id-${local.base}-training"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  tags                = local.tags
+}
+
+locals {
+  identities = {
+    operator  = azurerm_user_assigned_identity.operator
+    inference = azurerm_user_assigned_identity.inference
+    training  = azurerm_user_assigned_identity.training
+  }
+}
+
+resource "azurerm_federated_identity_credential" "workload" {
+  for_each            = local.workloads
+  name                = "fic-${each.key}"
+  resource_group_name = azurerm_resource_group.main.name
+  parent_id           = local.identities[each.key].id
+  audience            = ["api://AzureADTokenExchange"]
+  issuer              = azurerm_kubernetes_cluster.main.oidc_issuer_url
+  subject             = "system:serviceaccount:${each.value.namespace}:${each.value.service_account}"
+}
+
+# Least privilege on the model store: only training writes (publishes) model versions.
+resource "azurerm_role_assignment" "inference_models_reader" {
+  scope                = local.models_container_scope
+  role_definition_name = "Storage Blob Data Reader"
+  principal_id         = azurerm_user_assigned_identity.inference.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+resource "azurerm_role_assignment" "operator_models_reader" {
+  scope                = local.models_container_scope
+  role_definition_name = "Storage Blob Data Reader"
+  principal_id         = azurerm_user_assigned_identity.operator.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+resource "azurerm_role_assignment" "training_models_contributor" {
+  scope                = local.models_container_scope
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_user_assigned_identity.training.principal_id
+  principal_type       = "ServicePrincipal"
+}

@@ -1,0 +1,143 @@
+locals {
+  kql_dir = "${path.module}/../monitor/kql/alerts"
+}
+
+resource "azurerm_monitor_action_group" "oncall" {
+  name                = "ag-${local.base}-oncall"
+  resource_group_name = azurerm_resource_group.main.name
+  short_name          = "rf-${var.environment}"
+  tags                = local.tags
+
+  dynamic "email_receiver" {
+    for_each = var.alert_email_receivers
+    content {
+      name                    = "email-${email_receiver.key}"
+      email_address           = email_receiver.value
+      use_common_alert_schema = true
+    }
+  }
+}
+
+# Pods not ready in the ForecastModel namespace (AKS platform metric, no agent configuration needed).
+resource "azurerm_monitor_metric_alert" "pods_not_ready" {
+  name                = "alert-${local.base}-pods-not-ready"
+  resource_group_name = azurerm_resource_group.main.name
+  scopes              = [azurerm_kubernetes_cluster.main.id]
+  description         = "Scoring or operator pods not ready for 10 minutes."
+  severity            = 2
+  frequency           = "PT1M"
+  window_size         = "PT10M"
+  tags                = local.tags
+
+  criteria {
+    metric_namespace = "Microsoft.ContainerService/managedClusters"
+    metric_name      = "kube_pod_status_ready"
+    aggregation      = "Average"
+    operator         = "GreaterThan"
+    threshold        = 0
+
+    dimension {
+      name     = "namespace"
+      operator = "Include"
+      values   = [var.kubernetes_namespace, var.operator_namespace]
+    }
+
+    dimension {
+      name     = "condition"
+      operator = "Include"
+      values   = ["false"]
+    }
+  }
+
+  action {
+    action_group_id = azurerm_monitor_action_group.oncall.id
+  }
+}
+
+# The queries live in infra/monitor/kql/alerts (shared with Bicep, checked against the code by tests).
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "http_5xx_ratio" {
+  name                 = "alert-${local.base}-http-5xx"
+  location             = azurerm_resource_group.main.location
+  resource_group_name  = azurerm_resource_group.main.name
+  scopes               = [azurerm_log_analytics_workspace.main.id]
+  description          = "Share of 5xx responses of the scoring service above the threshold over 5 minutes."
+  severity             = 1
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT5M"
+  tags                 = local.tags
+
+  criteria {
+    query                   = file("${local.kql_dir}/http_5xx_ratio.kql")
+    time_aggregation_method = "Maximum"
+    metric_measure_column   = "error_ratio"
+    operator                = "GreaterThan"
+    threshold               = var.alert_5xx_ratio_threshold
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  action {
+    action_groups = [azurerm_monitor_action_group.oncall.id]
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "p95_latency" {
+  name                 = "alert-${local.base}-p95-latency"
+  location             = azurerm_resource_group.main.location
+  resource_group_name  = azurerm_resource_group.main.name
+  scopes               = [azurerm_log_analytics_workspace.main.id]
+  description          = "p95 latency of the scoring service above the threshold over 15 minutes."
+  severity             = 2
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT15M"
+  tags                 = local.tags
+
+  criteria {
+    query                   = file("${local.kql_dir}/p95_latency.kql")
+    time_aggregation_method = "Maximum"
+    metric_measure_column   = "p95_ms"
+    operator                = "GreaterThan"
+    threshold               = var.alert_p95_latency_ms_threshold
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 2
+      number_of_evaluation_periods             = 3
+    }
+  }
+
+  action {
+    action_groups = [azurerm_monitor_action_group.oncall.id]
+  }
+}
+
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "rollbacks" {
+  name                 = "alert-${local.base}-rollbacks"
+  location             = azurerm_resource_group.main.location
+  resource_group_name  = azurerm_resource_group.main.name
+  scopes               = [azurerm_log_analytics_workspace.main.id]
+  description          = "A ForecastModel rolled back or a model failed verification."
+  severity             = 2
+  evaluation_frequency = "PT5M"
+  window_duration      = "PT15M"
+  tags                 = local.tags
+
+  criteria {
+    query                   = file("${local.kql_dir}/rollbacks.kql")
+    time_aggregation_method = "Maximum"
+    metric_measure_column   = "events"
+    operator                = "GreaterThan"
+    threshold               = 0
+
+    failing_periods {
+      minimum_failing_periods_to_trigger_alert = 1
+      number_of_evaluation_periods             = 1
+    }
+  }
+
+  action {
+    action_groups = [azurerm_monitor_action_group.oncall.id]
+  }
+}

@@ -1,0 +1,63 @@
+# Optional private endpoints (var.enable_private_endpoints): blob, Key Vault, ACR and the AML workspace in snet-endpoints,
+# each with its private DNS zone linked to the VNet. With them on, the services' public access is off.
+locals {
+  private_endpoints = var.enable_private_endpoints ? {
+    blob = {
+      resource_id = azurerm_storage_account.models.id
+      subresource = "blob"
+      dns_zone    = "privatelink.blob.core.windows.net"
+    }
+    vault = {
+      resource_id = azurerm_key_vault.main.id
+      subresource = "vault"
+      dns_zone    = "privatelink.vaultcore.azure.net"
+    }
+    registry = {
+      resource_id = azurerm_container_registry.main.id
+      subresource = "registry"
+      dns_zone    = "privatelink.azurecr.io"
+    }
+    amlworkspace = {
+      resource_id = azurerm_machine_learning_workspace.main.id
+      subresource = "amlworkspace"
+      dns_zone    = "privatelink.api.azureml.ms"
+    }
+  } : {}
+}
+
+resource "azurerm_private_dns_zone" "endpoints" {
+  for_each            = local.private_endpoints
+  name                = each.value.dns_zone
+  resource_group_name = azurerm_resource_group.main.name
+  tags                = local.tags
+}
+
+resource "azurerm_private_dns_zone_virtual_network_link" "endpoints" {
+  for_each              = local.private_endpoints
+  name                  = "link-${each.key}"
+  resource_group_name   = azurerm_resource_group.main.name
+  private_dns_zone_name = azurerm_private_dns_zone.endpoints[each.key].name
+  virtual_network_id    = azurerm_virtual_network.main.id
+  tags                  = local.tags
+}
+
+resource "azurerm_private_endpoint" "endpoints" {
+  for_each            = local.private_endpoints
+  name                = "pe-${local.base}-${each.key}"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  subnet_id           = azurerm_subnet.endpoints.id
+  tags                = local.tags
+
+  private_service_connection {
+    name                           = "psc-${each.key}"
+    private_connection_resource_id = each.value.resource_id
+    subresource_names              = [each.value.subresource]
+    is_manual_connection           = false
+  }
+
+  private_dns_zone_group {
+    name                 = "default"
+    private_dns_zone_ids = [azurerm_private_dns_zone.endpoints[each.key].id]
+  }
+}

@@ -1,0 +1,24 @@
+environment                    = "prod"
+location                       = "westeurope"
+name_prefix                    = "rfcst"
+aks_sku_tier                   = "Standard"
+system_node_vm_size            = "Standard_D4ds_v5"
+system_node_min_count          = 2
+system_node_max_count          = 3
+user_node_vm_size              = "Standard_D4ds_v5"
+user_node_min_count            = 2
+user_node_max_count            = 10
+storage_replication_type       = "GRS"
+blob_soft_delete_days          = 30
+model_tier_cool_after_days     = 30
+model_tier_archive_after_days  = 180
+log_retention_days             = 90
+aml_compute_vm_size            = "Standard_D4ds_v5"
+aml_compute_max_nodes          = 4
+enable_private_endpoints       = true
+alert_email_receivers          = ["mlops-oncall@example.com"]
+alert_5xx_ratio_threshold      = 0.02
+alert_p95_latency_ms_threshold = 200
+tags = {
+  cost_center = "retail-analytics"
+}

@@ -1,0 +1,187 @@
+variable "environment" {
+  description = "Environment name (dev, prod): used in names and tags."
+  type        = string
+  validation {
+    condition     = contains(["dev", "prod"], var.environment)
+    error_message = "environment must be dev or prod."
+  }
+}
+
+variable "location" {
+  description = "Azure region."
+  type        = string
+  default     = "westeurope"
+}
+
+variable "name_prefix" {
+  description = "Short prefix for resource names (lowercase letters and digits, 3-10 chars)."
+  type        = string
+  default     = "rfcst"
+  validation {
+    condition     = can(regex("^[a-z0-9]{3,10}$", var.name_prefix))
+    error_message = "name_prefix must be 3-10 lowercase letters or digits."
+  }
+}
+
+variable "tags" {
+  description = "Extra tags merged into every resource's tags."
+  type        = map(string)
+  default     = {}
+}
+
+variable "kubernetes_version" {
+  description = "AKS Kubernetes version (null: the region's default)."
+  type        = string
+  default     = null
+}
+
+variable "aks_sku_tier" {
+  description = "AKS control plane tier: Free (no uptime SLA) or Standard (SLA)."
+  type        = string
+  default     = "Standard"
+}
+
+variable "system_node_vm_size" {
+  description = "VM size of the system node pool."
+  type        = string
+  default     = "Standard_D4ds_v5"
+}
+
+variable "system_node_min_count" {
+  type    = number
+  default = 1
+}
+
+variable "system_node_max_count" {
+  type    = number
+  default = 3
+}
+
+variable "user_node_vm_size" {
+  description = "VM size of the user node pool that runs the operator and the scoring pods."
+  type        = string
+  default     = "Standard_D4ds_v5"
+}
+
+variable "user_node_min_count" {
+  description = "Minimum nodes of the user pool (0 lets the autoscaler empty it)."
+  type        = number
+  default     = 0
+}
+
+variable "user_node_max_count" {
+  type    = number
+  default = 5
+}
+
+variable "api_server_authorized_ip_ranges" {
+  description = "CIDRs allowed to reach the AKS API server (CI agents, admins). Ignored for a private cluster."
+  type        = list(string)
+  default     = ["10.0.0.0/8"]
+}
+
+variable "storage_allowed_ip_ranges" {
+  description = "Public IPs/CIDRs (no private ranges) allowed through the storage and Key Vault firewalls."
+  type        = list(string)
+  default     = []
+}
+
+variable "storage_replication_type" {
+  description = "Replication of the model storage account (GRS for prod, ZRS or GRS for dev)."
+  type        = string
+  default     = "GRS"
+}
+
+variable "blob_soft_delete_days" {
+  description = "Soft-delete retention of blobs, versions and containers, in days."
+  type        = number
+  default     = 30
+}
+
+variable "model_tier_cool_after_days" {
+  description = "Previous (non-current) model versions move to Cool after this many days."
+  type        = number
+  default     = 30
+}
+
+variable "model_tier_archive_after_days" {
+  description = "Previous (non-current) model versions move to Archive after this many days."
+  type        = number
+  default     = 90
+}
+
+variable "models_container_name" {
+  description = "Blob container holding the model store (azureblob://<container>)."
+  type        = string
+  default     = "models"
+}
+
+variable "log_retention_days" {
+  type    = number
+  default = 30
+}
+
+variable "aml_compute_vm_size" {
+  type    = string
+  default = "Standard_D4ds_v5"
+}
+
+variable "aml_compute_max_nodes" {
+  type    = number
+  default = 2
+}
+
+variable "kubernetes_namespace" {
+  description = "Namespace of the ForecastModel workloads (scoring pods, training jobs)."
+  type        = string
+  default     = "forecast"
+}
+
+variable "operator_namespace" {
+  description = "Namespace the operator chart installs into."
+  type        = string
+  default     = "forecast-system"
+}
+
+variable "service_accounts" {
+  description = "Kubernetes service account names federated with the user-assigned identities."
+  type = object({
+    operator  = string
+    inference = string
+    training  = string
+  })
+  default = {
+    operator  = "forecast-operator"
+    inference = "forecast-inference"
+    training  = "forecast-training"
+  }
+}
+
+variable "alert_email_receivers" {
+  description = "E-mail addresses of the action group."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_5xx_ratio_threshold" {
+  description = "Alert when the share of 5xx responses over 5 minutes exceeds this (0.05 = 5 %)."
+  type        = number
+  default     = 0.05
+}
+
+variable "alert_p95_latency_ms_threshold" {
+  description = "Alert when the p95 request latency over 15 minutes exceeds this, in milliseconds."
+  type        = number
+  default     = 250
+}
+
+variable "enable_private_endpoints" {
+  description = "Private endpoints for Storage (blob), Key Vault and ACR in a dedicated subnet, and public access off."
+  type        = bool
+  default     = true
+}
+
+variable "vnet_address_space" {
+  type    = list(string)
+  default = ["10.42.0.0/16"]
+}
