@@ -116,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="kopf peering name: replicas elect one active operator (default: standalone)",
     )
-    operator.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    operator.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority of this replica (default: random, so peers never tie)",
+    )
     operator.add_argument(
         "--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint URL ('' to disable)"
     )

@@ -1,14 +1,15 @@
 """kopf handlers: thin. They only decide *when* to reconcile; `reconcile.py` decides *what*.
 
-No handler keeps progress in the resource and none needs a finalizer: child objects carry owner
-references, so deleting a ForecastModel lets the garbage collector remove them.
+Only watch-event handlers: they keep no progress in the resource and need no finalizer (kopf timers
+and daemons would add one). Child objects carry owner references, so deleting a ForecastModel lets
+the garbage collector remove them. A paused peer gets no events, so it reconciles nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Final, cast
 
 import kopf
@@ -18,9 +19,13 @@ from retail_forecast.operator.kube import Credentials, Kube
 from retail_forecast.operator.reconcile import Reconciler, TransientError
 from retail_forecast.operator.rollout import Event
 
-SWEEP_SECONDS: Final = 5.0
+RETRY_SECONDS: Final = 2.0
+MAX_RETRY_SECONDS: Final = 300.0
 logger = logging.getLogger("retail_forecast.operator")
 _state: dict[str, Any] = {}
+_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+_tasks: set[asyncio.Task[None]] = set()
+_failures: dict[tuple[str, str], int] = {}
 
 
 def _emit(body: dict[str, Any], event: Event) -> None:
@@ -51,24 +56,41 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    _state["sweeper"] = asyncio.create_task(_sweep())
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    sweeper = _state.pop("sweeper", None)
-    if sweeper is not None:
-        sweeper.cancel()
+    for timer in _timers.values():
+        timer.cancel()
+    _timers.clear()
     found = _state.pop("reconciler", None)
     if isinstance(found, Reconciler):
         await found.kube.close()
 
 
 async def _reconcile(namespace: str, name: str) -> None:
+    key = (namespace, name)
     try:
-        await reconciler().reconcile(namespace, name)
+        again = await reconciler().reconcile(namespace, name)
+        _failures.pop(key, None)
     except TransientError as exc:
-        logger.warning("will retry %s/%s: %s", namespace, name, exc)
+        failures = _failures[key] = _failures.get(key, 0) + 1
+        again = min(RETRY_SECONDS * 2 ** (failures - 1), MAX_RETRY_SECONDS)  # exponential backoff
+        logger.warning("will retry %s/%s in %.0fs: %s", namespace, name, again, exc)
+    pending = _timers.pop(key, None)
+    if pending is not None:
+        pending.cancel()
+    if again is not None:
+        # Deadlines and scale-down delays pass without a watch event. The time is re-derived from
+        # the status on every reconcile, so a restarted operator reschedules it from its first listing.
+        loop = asyncio.get_running_loop()
+        _timers[key] = loop.call_later(again, lambda: _spawn(_reconcile(namespace, name)))
+
+
+def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(coroutine)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 @kopf.on.event(res.GROUP, res.VERSION, res.PLURAL)
@@ -82,17 +104,3 @@ async def deployment_changed(labels: Mapping[str, str], namespace: str | None, *
     owner = labels.get(res.LABEL_INSTANCE)
     if owner and namespace is not None:
         await _reconcile(namespace, owner)
-
-
-async def _sweep() -> None:
-    """Deadlines and scale-down delays pass without any watch event: look at every resource regularly."""
-    while True:
-        await asyncio.sleep(SWEEP_SECONDS)
-        try:
-            found = await reconciler().kube.request("GET", f"/apis/{res.GROUP}/{res.VERSION}/{res.PLURAL}")
-        except Exception as exc:  # the API may be briefly unreachable; the next sweep tries again
-            logger.warning("sweep failed to list ForecastModels: %s", exc)
-            continue
-        for item in found.get("items", []):
-            meta = item["metadata"]
-            await _reconcile(meta["namespace"], meta["name"])

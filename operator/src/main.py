@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 
 
@@ -11,9 +12,13 @@ def run(
     namespaces: Sequence[str],
     peering: str | None,
     liveness: str | None,
-    priority: int = 0,
+    priority: int | None = None,
 ) -> None:
-    """Watch `namespaces` (all when empty). With a peering name, replicas elect one active operator."""
+    """Watch `namespaces` (all when empty). With a peering name, replicas elect one active operator.
+
+    Peers of equal priority all pause (kopf), and a Deployment's replicas share their arguments: without
+    an explicit priority each replica draws its own.
+    """
     import kopf  # noqa: PLC0415 - only the operator needs kopf
 
     from retail_forecast.operator import handlers  # noqa: F401, PLC0415 - registers the handlers
@@ -24,7 +29,7 @@ def run(
             namespaces=list(namespaces),
             standalone=peering is None,
             peering_name=peering,
-            priority=priority,
+            priority=priority if priority is not None else random.SystemRandom().randint(1, 1_000_000),
             liveness_endpoint=liveness,
         )
     )

@@ -196,22 +196,24 @@ class Reconciler:
         self.clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def reconcile(self, namespace: str, name: str) -> None:
-        """Serialised per resource: watch events and the periodic sweep may ask at the same time."""
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """Serialised per resource (watch events of the resource and of its Deployments may coincide).
+
+        Returns when to look again (a preview deadline or a scale-down delay), or None.
+        """
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
             for _ in range(5):  # a 409 on the status means someone wrote first: read again and redo
                 try:
-                    await self._reconcile_once(namespace, name)
-                    return
+                    return await self._reconcile_once(namespace, name)
                 except Conflict:
                     continue
             raise TransientError(f"{namespace}/{name}: status kept changing under us")
 
-    async def _reconcile_once(self, namespace: str, name: str) -> None:
+    async def _reconcile_once(self, namespace: str, name: str) -> float | None:
         body = await self.kube.get(res.GROUP, res.VERSION, res.PLURAL, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            return  # deleted: owner references let the garbage collector remove the children
+            return None  # deleted: owner references let the garbage collector remove the children
         try:
             spec = res.ForecastModelSpec.model_validate(body.get("spec", {}))
         except ValidationError as exc:
@@ -222,7 +224,7 @@ class Reconciler:
                 [Event("Warning", "InvalidSpec", str(exc)[:1000])],
                 None,
             )
-            return
+            return None
         try:
             verified = await self._verify(body, spec)
         except (VersionNotFoundError, ManifestError, ValueError) as exc:
@@ -234,7 +236,7 @@ class Reconciler:
                 [Event("Warning", reason, str(exc)[:1000])],
                 None,
             )
-            return
+            return None
         verified_condition = Condition(
             "True", "Verified", f"{spec.model.name} {verified.version} sha256 {verified.sha256}"
         )
@@ -260,6 +262,7 @@ class Reconciler:
         await self._report(
             body, step, {**step.conditions, "ModelVerified": verified_condition}, step.events, verified
         )
+        return step.requeue_after
 
     async def _verify(self, body: dict[str, Any], spec: res.ForecastModelSpec) -> Verified:
         status = body.get("status") or {}
