@@ -7,7 +7,7 @@ forecast for a series and origin is the training pipeline's prediction for them,
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Final
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,13 @@ from retail_forecast.core.schema import DATE, EVENT, ITEM, PRICE, PROMO, SALES, 
 from retail_forecast.inference.model import LoadedModel
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# The calendar the shared core can represent (pandas datetime64[ns]): whole days from 1677-09-22 to
+# 2262-04-11. Dates outside it, or a forecast reaching beyond it, are refused instead of failing inside.
+EARLIEST: Final = pd.Timestamp.min.ceil("D").date()
+LATEST: Final = pd.Timestamp.max.floor("D").date()
+CalendarDate = Annotated[
+    dt.date, Field(ge=EARLIEST, le=LATEST, description=f"ISO date from {EARLIEST} to {LATEST}")
+]
 
 
 class _Strict(BaseModel):
@@ -27,7 +34,7 @@ class _Strict(BaseModel):
 
 
 class HistoryPoint(_Strict):
-    date: dt.date
+    date: CalendarDate
     sales: FiniteFloat
     price: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     promo: Annotated[int, Field(ge=0, le=1)] | None = None
@@ -35,7 +42,7 @@ class HistoryPoint(_Strict):
 
 
 class FuturePoint(_Strict):
-    date: dt.date
+    date: CalendarDate
     price: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     promo: Annotated[int, Field(ge=0, le=1)] | None = None
     event: Annotated[str, Field(max_length=200)] | None = None
@@ -100,6 +107,10 @@ def _check_series(index: int, series: SeriesRequest, manifest: Manifest, horizon
             f"{where}: history covers {span} periods; the model needs at least {manifest.min_history}"
         )
     last = dates[-1]
+    if (LATEST - last).days < horizon * step:
+        raise ForecastInputError(
+            f"{where}: a {horizon}-period forecast after {last} ends beyond {LATEST}, the last date supported"
+        )
     seen: set[dt.date] = set()
     for j, point in enumerate(series.future):
         ahead = (point.date - last).days
@@ -161,8 +172,21 @@ def forecast(model: LoadedModel, request: ForecastRequest) -> ForecastResponse:
     series_index = np.repeat(np.arange(n), horizon)
     origin = np.repeat(origins, horizon)
     horizons = np.tile(np.arange(1, horizon + 1), n)
-    rows = feat.build_features(extended, series_index, origin, horizons, feat.spec_for(freq))
+    with np.errstate(over="ignore", invalid="ignore"):  # extreme values: refused below if they overflow
+        rows = feat.build_features(extended, series_index, origin, horizons, feat.spec_for(freq))
     yhat = model.predict(rows).reshape(n, horizon)
+    overflowed = ~np.isfinite(yhat).all(axis=1)
+    if overflowed.any():
+        k = int(np.flatnonzero(overflowed)[0])
+        index = next(
+            i
+            for i, s in enumerate(request.series)
+            if (s.store_id, s.item_id) == (str(extended.store_ids[k]), str(extended.item_ids[k]))
+        )
+        raise ForecastInputError(
+            f"series[{index}] ({extended.store_ids[k]}, {extended.item_ids[k]}): its history's values are "
+            "too large to forecast (the features overflow)"
+        )
 
     by_key = {
         (str(s), str(i)): k

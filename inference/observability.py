@@ -104,14 +104,23 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # labelled children, looked up once per (route, method[, status]): `labels()` takes a lock and
+        # validates its arguments every call, which shows on the hot path of small requests
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        incoming = next((v for k, v in scope["headers"] if k == REQUEST_ID_HEADER), b"")
+        incoming = b""
+        for key, value in scope["headers"]:
+            if key == REQUEST_ID_HEADER:
+                incoming = value
+                break
         rid = incoming.decode("latin-1")[:128] if incoming else uuid.uuid4().hex
+        id_header = (REQUEST_ID_HEADER, rid.encode("latin-1"))
         token = request_id.set(rid)
         status = 500
 
@@ -119,18 +128,24 @@ class ObservabilityMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, rid.encode("latin-1"))]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(elapsed)
+            counted = self._counted.get((template, method, status))
+            if counted is None:
+                counted = self.metrics.requests.labels(template, method, str(status))
+                self._counted[(template, method, status)] = counted
+            counted.inc()
+            timed = self._timed.get((template, method))
+            if timed is None:
+                timed = self._timed[(template, method)] = self.metrics.latency.labels(template, method)
+            timed.observe(elapsed)
             if self.access_log:
                 logger.info(
                     "request",

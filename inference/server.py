@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -38,6 +40,14 @@ def resolve_model_dir(settings: ServeSettings) -> Path:
     return dest
 
 
+class _Drained(Exception):  # noqa: N818 - a clean stop, not a failure
+    """uvicorn has drained in-flight requests after SIGTERM and re-raised the signal to us."""
+
+
+def _drained(signum: int, frame: FrameType | None) -> None:
+    raise _Drained
+
+
 def serve(settings: ServeSettings) -> None:
     configure_logging(settings.log_level)
     app = create_app(
@@ -47,12 +57,22 @@ def serve(settings: ServeSettings) -> None:
         intra_op_threads=settings.intra_op_threads,
         access_log=settings.access_log,
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
-        server_header=False,
-    )
+    # On SIGTERM uvicorn stops accepting, lets in-flight requests finish (up to the graceful timeout), runs
+    # the lifespan shutdown and then re-raises the signal under the handler that was installed before it.
+    # With the default handler that kills the process (exit -15 / 143) after a perfectly clean drain; this
+    # handler turns it into a normal return, so a graceful stop exits 0 as Kubernetes expects.
+    previous = signal.signal(signal.SIGTERM, _drained)
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+            server_header=False,
+        )
+    except _Drained:
+        logger.info("stopped after draining in-flight requests")
+    finally:
+        signal.signal(signal.SIGTERM, previous)

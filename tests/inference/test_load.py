@@ -1,0 +1,280 @@
+"""The real service under concurrent load, and its graceful shutdown, over real sockets on 127.0.0.1.
+
+No timing is asserted: every request must be answered, correctly, and counted exactly once; a SIGTERM must
+let in-flight requests finish and end the process with exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from retail_forecast.core.data import Panel
+from retail_forecast.core.manifest import Manifest
+
+from .live import Service, forecast_series, infer_body
+
+WORKERS: Final = 16
+REQUESTS_PER_WORKER: Final = 50
+MAX_BATCH_ROWS: Final = 4096
+INFER: Final = "/v2/models/demand/infer"
+GRACEFUL_SECONDS: Final = 60
+
+
+@dataclass(frozen=True)
+class Planned:
+    label: str
+    method: str
+    path: str
+    expected_status: int
+    content: bytes | None = None
+    outputs: int = 0  # predictions (v2) or series (forecast) a good answer must carry
+
+
+@dataclass(frozen=True)
+class Outcome:
+    planned: Planned
+    status: int | None
+    body: bytes
+    error: str | None
+
+
+class Workload:
+    """Deterministic request mix built from the real model's golden rows and the training panel."""
+
+    def __init__(self, model_dir: Path, panel: Panel) -> None:
+        manifest = Manifest.load(model_dir)
+        self.golden_in = np.asarray(manifest.golden.inputs, dtype=np.float32)
+        self.golden_out = np.asarray(manifest.golden.outputs, dtype=np.float32)
+        self.width = len(manifest.features.names)
+        self.horizon = manifest.horizon
+        history = manifest.min_history + 3
+        complete = [s for s in range(panel.n_series) if np.isfinite(panel.sales[s, -history:]).all()]
+        assert len(complete) >= 3, "the synthetic panel should have complete recent history"
+        self.series = [forecast_series(panel, s, history) for s in complete]
+
+    def rows(self, n: int) -> np.ndarray[Any, Any]:
+        return np.resize(self.golden_in, (n, self.width))
+
+    def expected(self, n: int) -> np.ndarray[Any, Any]:
+        return np.resize(self.golden_out, n)
+
+    def plan(self, rng: random.Random) -> Planned:
+        roll = rng.random()
+        if roll < 0.6:
+            n = rng.choice([1, rng.randint(1, 256), 256])
+            body = orjson.dumps(infer_body(self.rows(n)))
+            return Planned(f"infer[{n}]", "POST", INFER, 200, body, outputs=n)
+        if roll < 0.75:
+            k = rng.randint(1, min(3, len(self.series)))
+            series = rng.sample(self.series, k)
+            return Planned(f"forecast[{k}]", "POST", "/v1/forecast", 200, orjson.dumps({"series": series}), k)
+        return self.bad(rng)
+
+    def bad(self, rng: random.Random) -> Planned:
+        rows = self.rows(2)
+        short = {**self.series[0], "history": self.series[0]["history"][-3:]}
+        choices = [
+            Planned("wrong tensor", "POST", INFER, 400, orjson.dumps(infer_body(rows, name="x"))),
+            Planned("unknown model", "POST", "/v2/models/nope/infer", 404, orjson.dumps(infer_body(rows))),
+            Planned("not json", "POST", INFER, 400, b'{"inputs": ['),
+            Planned("wrong width", "POST", INFER, 400, orjson.dumps(infer_body(rows[:, :-1]))),
+            Planned(
+                "too many rows",
+                "POST",
+                INFER,
+                413,
+                orjson.dumps(
+                    {
+                        "inputs": [
+                            {
+                                "name": "features",
+                                "shape": [MAX_BATCH_ROWS + 1, self.width],
+                                "datatype": "FP32",
+                                "data": [],
+                            }
+                        ]
+                    }
+                ),
+            ),
+            Planned("short history", "POST", "/v1/forecast", 422, orjson.dumps({"series": [short]})),
+            Planned("extra field", "POST", "/v1/forecast", 422, orjson.dumps({"series": [], "x": 1})),
+            Planned("no such path", "GET", "/v3/nothing", 404),
+            Planned("wrong method", "GET", INFER, 405),
+        ]
+        return rng.choice(choices)
+
+
+async def _send(client: httpx.AsyncClient, planned: Planned) -> Outcome:
+    headers = {"content-type": "application/json"} if planned.content is not None else None
+    try:
+        response = await client.request(
+            planned.method, planned.path, content=planned.content, headers=headers
+        )
+    except httpx.HTTPError as exc:
+        return Outcome(planned, None, b"", f"{type(exc).__name__}: {exc}")
+    return Outcome(planned, response.status_code, response.content, None)
+
+
+async def _run_load(url: str, workload: Workload) -> list[Outcome]:
+    async def worker(index: int) -> list[Outcome]:
+        rng = random.Random(1000 + index)
+        return [await _send(client, workload.plan(rng)) for _ in range(REQUESTS_PER_WORKER)]
+
+    limits = httpx.Limits(max_connections=WORKERS, max_keepalive_connections=WORKERS)
+    async with httpx.AsyncClient(base_url=url, timeout=120.0, limits=limits) as client:
+        results = await asyncio.gather(*(worker(i) for i in range(WORKERS)))
+    return [outcome for batch in results for outcome in batch]
+
+
+def _requests_counted(url: str) -> tuple[float, dict[tuple[str, str, str], float]]:
+    """GET /metrics: the sum of forecast_http_requests_total and its samples by (route, method, status)."""
+    response = httpx.get(f"{url}/metrics", timeout=30.0)
+    assert response.status_code == 200, response.text
+    by_labels: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "forecast_http_requests_total":
+                labels = sample.labels
+                by_labels[labels["route"], labels["method"], labels["status"]] = sample.value
+    return sum(by_labels.values()), by_labels
+
+
+@pytest.fixture(scope="module")
+def workload(model_dir: Path, sales_panel: Panel) -> Workload:
+    return Workload(model_dir, sales_panel)
+
+
+@pytest.fixture
+def service(model_dir: Path, tmp_path: Path) -> Iterator[Service]:
+    args = ["--model-dir", str(model_dir), "--max-batch-rows", str(MAX_BATCH_ROWS), "--no-access-log"]
+    env = {"FORECAST_GRACEFUL_SHUTDOWN_SECONDS": str(GRACEFUL_SECONDS)}
+    with Service(args, tmp_path / "serve.log", env) as running:
+        running.wait_ready()
+        yield running
+
+
+def test_concurrent_load_is_answered_correctly_and_counted_exactly(
+    service: Service, workload: Workload
+) -> None:
+    outcomes = asyncio.run(_run_load(service.url, workload))
+    assert len(outcomes) == WORKERS * REQUESTS_PER_WORKER
+
+    lost = [f"{o.planned.label}: {o.error}" for o in outcomes if o.error is not None]
+    assert not lost, f"{len(lost)} request(s) got no response, e.g. {lost[:5]}"
+    wrong = [
+        f"{o.planned.label}: expected {o.planned.expected_status}, got {o.status}: {o.body[:300]!r}"
+        for o in outcomes
+        if o.status != o.planned.expected_status
+    ]
+    assert not wrong, f"{len(wrong)} wrong status(es), e.g. {wrong[:5]}"
+
+    kinds = Counter(o.planned.label.split("[")[0] for o in outcomes)
+    assert kinds["infer"] and kinds["forecast"] and sum(o.planned.expected_status >= 400 for o in outcomes)
+    for outcome in outcomes:
+        body = orjson.loads(outcome.body) if outcome.body else None
+        if outcome.planned.expected_status >= 400:
+            if outcome.planned.path.startswith(("/v2/models", "/v1")):
+                assert isinstance(body, dict) and isinstance(body.get("error") or body.get("detail"), str)
+            continue
+        assert isinstance(body, dict)
+        if outcome.planned.path == INFER:
+            (output,) = body["outputs"]
+            n = outcome.planned.outputs
+            assert output["shape"] == [n] and len(output["data"]) == n, outcome.planned.label
+            np.testing.assert_allclose(
+                np.asarray(output["data"], dtype=np.float32), workload.expected(n), rtol=1e-6
+            )
+        else:
+            assert len(body["forecasts"]) == outcome.planned.outputs
+            assert all(len(f["points"]) == workload.horizon for f in body["forecasts"])
+
+    # Every answered request is counted once: readiness polls, the load, and then each earlier scrape.
+    total, by_labels = _requests_counted(service.url)
+    assert total == service.readiness_answers + len(outcomes)
+    good_infers = sum(o.planned.path == INFER and o.status == 200 for o in outcomes)
+    assert by_labels[("/v2/models/{name}/infer", "POST", "200")] == good_infers
+    again, by_labels = _requests_counted(service.url)
+    assert again == total + 1
+    assert by_labels[("/metrics", "GET", "200")] == 1
+
+
+async def _held_infer(port: int, body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open an infer request and hold its body back until the app asks for it (HTTP 100 Continue).
+
+    The 100 only comes when the handler awaits the body, so the request is provably in flight.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
+    assert interim.startswith(b"HTTP/1.1 100"), interim
+    return reader, writer
+
+
+async def _finish(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+) -> tuple[int, bytes]:
+    writer.write(body)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=120)
+    status = int(head.split(b" ", 2)[1])
+    headers = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+    length = int({k.strip().lower(): v for k, v in headers.items()}[b"content-length"])
+    payload = await asyncio.wait_for(reader.readexactly(length), timeout=120)
+    writer.close()
+    return status, payload
+
+
+async def _refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    return False
+
+
+async def _shutdown_while_in_flight(service: Service, body: bytes, held: int) -> list[tuple[int, bytes]]:
+    requests = [await _held_infer(service.port, body) for _ in range(held)]
+    service.process.send_signal(signal.SIGTERM)
+    # Shutdown has begun once the listener is closed; the held requests are still open at that point.
+    for _ in range(1200):
+        if await _refused(service.port):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the server kept accepting connections after SIGTERM")
+    return await asyncio.gather(*(_finish(reader, writer, body) for reader, writer in requests))
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(service: Service, workload: Workload) -> None:
+    n = 2048
+    body = orjson.dumps(infer_body(workload.rows(n)))
+    answers = asyncio.run(_shutdown_while_in_flight(service, body, held=4))
+    for status, payload in answers:
+        assert status == 200, payload[:300]
+        (output,) = orjson.loads(payload)["outputs"]
+        assert output["shape"] == [n]
+        np.testing.assert_allclose(
+            np.asarray(output["data"], dtype=np.float32), workload.expected(n), rtol=1e-6
+        )
+    code = service.terminate(timeout=GRACEFUL_SECONDS + 30)
+    assert code == 0, f"forecast serve exited with {code} after SIGTERM:\n{service.output()}"
