@@ -18,7 +18,13 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from retail_forecast.core.manifest import ManifestError
-from retail_forecast.core.store import StoreUnavailableError, VersionNotFoundError, open_store
+from retail_forecast.core.store import (
+    StoreConfigError,
+    StoreError,
+    StoreUnavailableError,
+    VersionNotFoundError,
+    open_store,
+)
 from retail_forecast.operator import resources as res
 from retail_forecast.operator.kube import Conflict, Kube, NotFound
 from retail_forecast.operator.rollout import ColorState, Condition, Event, RolloutStatus, Step, next_step
@@ -38,11 +44,15 @@ class Verified:
 
 
 def spec_hash(obj: dict[str, Any]) -> str:
-    """Digest of what we manage in an object, so an unchanged object is never written again."""
+    """Digest of what we manage in an object, so an unchanged object is never written again.
+
+    `spec.replicas` is left out: under an HPA it is the autoscaler's, and where it is ours it is compared
+    on its own (`Reconciler._ensure`).
+    """
     managed = {
         "labels": obj["metadata"].get("labels"),
         "annotations": obj["metadata"].get("annotations"),
-        "spec": obj["spec"],
+        "spec": {k: v for k, v in obj["spec"].items() if k != "replicas"},
     }
     return hashlib.sha256(json.dumps(managed, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -51,7 +61,11 @@ def verify_model(spec: res.ForecastModelSpec) -> Verified:
     """The version exists, its manifest is complete, and it matches the pin. Blocking: run in a thread."""
     try:
         manifest = open_store(spec.model.store_uri).manifest(spec.model.name, spec.model.version)
-    except StoreUnavailableError as exc:
+    except (VersionNotFoundError, StoreConfigError):
+        raise  # a verdict on the spec: reported on the status
+    except (StoreUnavailableError, StoreError) as exc:
+        # Unreachable, or an error answer (403 while a role assignment propagates, 5xx): retry with
+        # backoff. Anything escaping to kopf would be logged and dropped until the next watch event.
         raise TransientError(str(exc)) from None
     if spec.model.sha256 is not None and manifest.sha256 != spec.model.sha256:
         raise ManifestError(
@@ -290,11 +304,19 @@ class Reconciler:
         for color, intent in step.deployments.items():
             current = existing.get(color)
             replicas = intent.replicas
-            if replicas is None:
-                replicas = int(current["spec"].get("replicas", spec.replicas)) if current else spec.replicas
+            if replicas is None and current is None:
+                replicas = spec.replicas
             desired = res.deployment(
-                name, color, spec, version=intent.version, sha256=intent.sha256, replicas=replicas
+                name,
+                color,
+                spec,
+                version=intent.version,
+                sha256=intent.sha256,
+                replicas=replicas if replicas is not None else spec.replicas,
             )
+            if replicas is None:
+                # The HPA owns the count: never write it back (a stale read would undo its scaling).
+                del desired["spec"]["replicas"]
             await self._ensure(namespace, "apps", "v1", "deployments", desired, current, owner)
         for color in step.scale_to_zero:
             current = existing.get(color)
@@ -370,11 +392,11 @@ class Reconciler:
     ) -> None:
         meta = body["metadata"]
         status = new_status(body, step, conditions, meta["namespace"], meta["name"])
-        model = body["spec"]["model"]
-        status["verified"] = (
-            None
-            if verified is None
-            else {
+        status["verified"] = None
+        if verified is not None:
+            # Only a spec that validated gets here: an invalid one may have no model at all.
+            model = body["spec"]["model"]
+            status["verified"] = {
                 "key": {
                     "storeUri": model["storeUri"],
                     "name": model["name"],
@@ -383,21 +405,23 @@ class Reconciler:
                 },
                 "sha256": verified.sha256,
             }
-        )
         old = body.get("status") or {}
-        if not _same(old, status):
-            patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
-            try:
-                await self.kube.patch(
-                    res.GROUP,
-                    res.VERSION,
-                    res.PLURAL,
-                    meta["namespace"],
-                    meta["name"],
-                    patch,
-                    subresource="status",
-                )
-            except NotFound:
-                return
+        if _same(old, status):
+            # Events report transitions, and every transition changes the status: an unchanged status
+            # means this was already reported (by us before a restart, or a moment ago).
+            return
+        patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+        try:
+            await self.kube.patch(
+                res.GROUP,
+                res.VERSION,
+                res.PLURAL,
+                meta["namespace"],
+                meta["name"],
+                patch,
+                subresource="status",
+            )
+        except NotFound:
+            return
         for event in events:
             self.emit(body, event)
