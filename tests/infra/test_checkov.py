@@ -1,5 +1,5 @@
-"""checkov over Terraform, Bicep and both Dockerfiles: resources parsed, zero failed checks, and every
-skip (all in infra/checkov.yaml) carries a reason."""
+"""checkov over Terraform, Bicep, both Dockerfiles and the rendered Helm chart: resources parsed, zero
+failed checks, and every skip (all in infra/checkov.yaml) carries a reason."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import yaml
 
 from tests.infra.iac import CHECKOV_CONFIG, DOCKERFILES, REPO
 
-FRAMEWORKS = ["terraform", "bicep", "dockerfile"]
-SKIP_LINE = re.compile(r"^\s*-\s*(?P<id>CKV2?_[A-Z]+_\d+)\s*(?:#\s*reason:\s*(?P<reason>.*))?$")
+FRAMEWORKS = ["terraform", "bicep", "dockerfile", "kubernetes"]
+SKIP_LINE = re.compile(r"^\s*-\s*(?P<id>CKV2?_[A-Z0-9]+_\d+)\s*(?:#\s*reason:\s*(?P<reason>.*))?$")
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
