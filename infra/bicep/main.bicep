@@ -540,7 +540,7 @@ var endpointTargets = [
 ]
 
 resource dnsZones 'Microsoft.Network/privateDnsZones@2020-06-01' = [
-  for target in endpointTargets: if (enablePrivateEndpoints) {
+  for target in (enablePrivateEndpoints ? endpointTargets : []): {
     name: target.zone
     location: 'global'
     tags: tags
@@ -548,7 +548,7 @@ resource dnsZones 'Microsoft.Network/privateDnsZones@2020-06-01' = [
 ]
 
 resource dnsLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2020-06-01' = [
-  for (target, i) in endpointTargets: if (enablePrivateEndpoints) {
+  for (target, i) in (enablePrivateEndpoints ? endpointTargets : []): {
     parent: dnsZones[i]
     name: 'link-${target.key}'
     location: 'global'
@@ -561,7 +561,7 @@ resource dnsLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2020-06
 ]
 
 resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-01-01' = [
-  for (target, i) in endpointTargets: if (enablePrivateEndpoints) {
+  for (target, i) in (enablePrivateEndpoints ? endpointTargets : []): {
     name: 'pe-${base}-${target.key}'
     location: location
     tags: tags
@@ -581,7 +581,7 @@ resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-01-01' = [
 ]
 
 resource privateDnsGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-01-01' = [
-  for (target, i) in endpointTargets: if (enablePrivateEndpoints) {
+  for (target, i) in (enablePrivateEndpoints ? endpointTargets : []): {
     parent: privateEndpoints[i]
     name: 'default'
     properties: {
