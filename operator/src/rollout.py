@@ -95,16 +95,20 @@ class Step:
 
 
 def _promote(
-    status: RolloutStatus, to: Color, *, version: str, sha256: str, now: float, delay: float
-) -> RolloutStatus:
-    retired = status.active_color
-    return RolloutStatus(
+    status: RolloutStatus, to: Color, *, version: str, sha256: str, now: float, delay: float, how: str
+) -> tuple[RolloutStatus, Event]:
+    """Traffic moves to `to`; the colour that served until now is retired after `delay` seconds."""
+    retired = status.active_color if status.active_color is not to else None
+    promoted = RolloutStatus(
         active_color=to,
         active_version=version,
         active_sha256=sha256,
-        retired_color=retired if retired is not None and retired is not to else None,
-        retire_at=now + delay if retired is not None and retired is not to else None,
+        retired_color=retired,
+        retire_at=now + delay if retired is not None else None,
     )
+    # activeVersion=/activeColor= are read by infra/monitor/kql (served_versions, rollouts).
+    message = f"{version} on {to} {how} (activeVersion={version} activeColor={to.value})"
+    return promoted, Event("Normal", "Promoted", message)
 
 
 def next_step(
@@ -151,22 +155,16 @@ def next_step(
             and retained.is_available
         ):
             # Rollback to the retained colour: it still runs the version, so switch without a rollout.
-            events.append(
-                Event(
-                    "Normal",
-                    "Promoted",
-                    f"{version} on {target} (retained) serves traffic again "
-                    f"(activeVersion={version} activeColor={target.value})",
-                )
-            )
-            status = _promote(
+            status, promoted = _promote(
                 status,
                 target,
                 version=version,
                 sha256=sha256,
                 now=now,
                 delay=spec.rollout.scale_down_delay_seconds,
+                how="(retained) serves traffic again",
             )
+            events.append(promoted)
         else:
             if status.preview_version != version or status.preview_color != target:
                 events.append(
@@ -189,22 +187,16 @@ def next_step(
                 preview is not None and preview.version == version and preview.deadline_exceeded
             )
             if ready and (spec.rollout.auto_promote or promote_requested or active is None):
-                events.append(
-                    Event(
-                        "Normal",
-                        "Promoted",
-                        f"{version} on {target} is available and serves traffic "
-                        f"(activeVersion={version} activeColor={target.value})",
-                    )
-                )
-                status = _promote(
+                status, promoted = _promote(
                     status,
                     target,
                     version=version,
                     sha256=sha256,
                     now=now,
                     delay=spec.rollout.scale_down_delay_seconds,
+                    how="is available and serves traffic",
                 )
+                events.append(promoted)
             elif expired and not ready:
                 del deployments[target]
                 zero.add(target)
