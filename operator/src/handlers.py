@@ -45,7 +45,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     credentials = Credentials.discover()
     return kopf.ConnectionInfo(
         server=credentials.server,
-        token=credentials.token,
+        token=credentials.bearer(),
         ca_path=credentials.ca_file,
         insecure=credentials.insecure,
         scheme="Bearer" if credentials.token else None,

@@ -41,6 +41,13 @@ class Credentials:
     token: str | None = None
     ca_file: str | None = None
     insecure: bool = False
+    token_file: str | None = None
+
+    def bearer(self) -> str | None:
+        """The current token: projected service-account tokens are rotated in place by the kubelet."""
+        if self.token_file is not None:
+            return Path(self.token_file).read_text().strip()
+        return self.token
 
     @classmethod
     def discover(cls) -> Credentials:
@@ -58,6 +65,7 @@ class Credentials:
                 server=f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}",
                 token=(SERVICE_ACCOUNT / "token").read_text().strip(),
                 ca_file=str(SERVICE_ACCOUNT / "ca.crt"),
+                token_file=str(SERVICE_ACCOUNT / "token"),
             )
         raise RuntimeError("no Kubernetes API: not in a cluster and FORECAST_KUBE_SERVER is not set")
 
@@ -82,12 +90,9 @@ class Kube:
                 context = False
             elif self.credentials.ca_file:
                 context = ssl.create_default_context(cafile=self.credentials.ca_file)
-            headers = {"Accept": "application/json"}
-            if self.credentials.token:
-                headers["Authorization"] = f"Bearer {self.credentials.token}"
             self._session = aiohttp.ClientSession(
                 base_url=self.credentials.server,
-                headers=headers,
+                headers={"Accept": "application/json"},
                 connector=aiohttp.TCPConnector(ssl=context),
                 timeout=aiohttp.ClientTimeout(total=30),
             )
@@ -108,9 +113,11 @@ class Kube:
     ) -> dict[str, Any]:
         session = await self._client()
         url = path + (f"?{urlencode(params)}" if params else "")
-        async with session.request(
-            method, url, json=body, headers={"Content-Type": content_type}
-        ) as response:
+        headers = {"Content-Type": content_type}
+        token = self.credentials.bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with session.request(method, url, json=body, headers=headers) as response:
             payload: dict[str, Any] = (
                 await response.json(content_type=None) if response.content_length != 0 else {}
             )
