@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -136,6 +137,32 @@ def parse_infer(body: bytes, model: LoadedModel, max_rows: int) -> tuple[np.ndar
         raise BadRequest(f"input row {bad} holds NaN, infinity or a value beyond float32")
     request_id = payload.get("id")
     return rows, request_id if isinstance(request_id, str) else None
+
+
+INFER_PATH: Final = re.compile(r"^/v2/models/([^/]+)/infer$")
+
+
+class InferFastPath:
+    """Sends v2 infer requests straight to their handler, past Starlette's exception and routing layers.
+
+    Inside the observability middleware (which still counts, times and logs them, by the same route
+    template); everything else takes the ordinary FastAPI path.
+    """
+
+    def __init__(self, app: Any, route: APIRoute, handler: Any) -> None:
+        self.app = app
+        self.route = route
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = INFER_PATH.match(scope["path"])
+            if match is not None:
+                scope["route"] = self.route
+                scope["path_params"] = {"name": match.group(1)}
+                await self.handler(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -347,5 +374,6 @@ def create_app(
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(InferFastPath, route=infer_route, handler=infer_asgi)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
     return app
