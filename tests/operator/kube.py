@@ -1077,12 +1077,16 @@ def _condition(type_: str, status: str, reason: str, message: str) -> Obj:
     }
 
 
-def mark_deployment_available(api: ApiServer, namespace: str, name: str) -> Obj:
-    """Play the Deployment controller + kubelet: all ``spec.replicas`` are updated, ready and available."""
+def _spec_replicas(api: ApiServer, namespace: str, name: str) -> int:
     deployment = api.read(DEPLOYMENTS, namespace, name)
     if deployment is None:
         raise LookupError(f"no Deployment {namespace}/{name}")
-    replicas = int(deployment.get("spec", {}).get("replicas", 1))
+    return int(deployment.get("spec", {}).get("replicas", 1))
+
+
+def mark_deployment_available(api: ApiServer, namespace: str, name: str) -> Obj:
+    """Play the Deployment controller + kubelet: all ``spec.replicas`` are updated, ready and available."""
+    replicas = _spec_replicas(api, namespace, name)
     return _patch_deployment_status(
         api,
         namespace,
@@ -1107,10 +1111,7 @@ def mark_deployment_available(api: ApiServer, namespace: str, name: str) -> Obj:
 
 def mark_deployment_stuck(api: ApiServer, namespace: str, name: str) -> Obj:
     """Play the Deployment controller for pods that never get ready: the progress deadline is exceeded."""
-    deployment = api.read(DEPLOYMENTS, namespace, name)
-    if deployment is None:
-        raise LookupError(f"no Deployment {namespace}/{name}")
-    replicas = int(deployment.get("spec", {}).get("replicas", 1))
+    replicas = _spec_replicas(api, namespace, name)
     return _patch_deployment_status(
         api,
         namespace,
