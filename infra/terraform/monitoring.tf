@@ -54,86 +54,62 @@ resource "azurerm_monitor_metric_alert" "pods_not_ready" {
   }
 }
 
-# The queries live in infra/monitor/kql/alerts (shared with Bicep, checked against the code by tests).
-resource "azurerm_monitor_scheduled_query_rules_alert_v2" "http_5xx_ratio" {
-  name                 = "alert-${local.base}-http-5xx"
-  location             = azurerm_resource_group.main.location
-  resource_group_name  = azurerm_resource_group.main.name
-  scopes               = [azurerm_log_analytics_workspace.main.id]
-  description          = "Share of 5xx responses of the scoring service above the threshold over 5 minutes."
-  severity             = 1
-  evaluation_frequency = "PT5M"
-  window_duration      = "PT5M"
-  tags                 = local.tags
-
-  criteria {
-    query                   = file("${local.kql_dir}/http_5xx_ratio.kql")
-    time_aggregation_method = "Maximum"
-    metric_measure_column   = "error_ratio"
-    operator                = "GreaterThan"
-    threshold               = var.alert_5xx_ratio_threshold
-
-    failing_periods {
-      minimum_failing_periods_to_trigger_alert = 1
-      number_of_evaluation_periods             = 1
+# The queries live in infra/monitor/kql/alerts (shared with Bicep, checked against the code by tests);
+# each alert is named after its query file.
+locals {
+  log_alerts = {
+    http_5xx_ratio = {
+      description = "Share of 5xx responses of the scoring service above the threshold over 5 minutes."
+      severity    = 1
+      window      = "PT5M"
+      column      = "error_ratio"
+      threshold   = var.alert_5xx_ratio_threshold
+      failing     = 1
+      periods     = 1
     }
-  }
-
-  action {
-    action_groups = [azurerm_monitor_action_group.oncall.id]
+    p95_latency = {
+      description = "p95 latency of the scoring service above the threshold over 15 minutes."
+      severity    = 2
+      window      = "PT15M"
+      column      = "p95_ms"
+      threshold   = var.alert_p95_latency_ms_threshold
+      failing     = 2
+      periods     = 3
+    }
+    rollbacks = {
+      description = "A ForecastModel rolled back or a model failed verification."
+      severity    = 2
+      window      = "PT15M"
+      column      = "events"
+      threshold   = 0
+      failing     = 1
+      periods     = 1
+    }
   }
 }
 
-resource "azurerm_monitor_scheduled_query_rules_alert_v2" "p95_latency" {
-  name                 = "alert-${local.base}-p95-latency"
+resource "azurerm_monitor_scheduled_query_rules_alert_v2" "log" {
+  for_each             = local.log_alerts
+  name                 = "alert-${local.base}-${replace(each.key, "_", "-")}"
   location             = azurerm_resource_group.main.location
   resource_group_name  = azurerm_resource_group.main.name
   scopes               = [azurerm_log_analytics_workspace.main.id]
-  description          = "p95 latency of the scoring service above the threshold over 15 minutes."
-  severity             = 2
+  description          = each.value.description
+  severity             = each.value.severity
   evaluation_frequency = "PT5M"
-  window_duration      = "PT15M"
+  window_duration      = each.value.window
   tags                 = local.tags
 
   criteria {
-    query                   = file("${local.kql_dir}/p95_latency.kql")
+    query                   = file("${local.kql_dir}/${each.key}.kql")
     time_aggregation_method = "Maximum"
-    metric_measure_column   = "p95_ms"
+    metric_measure_column   = each.value.column
     operator                = "GreaterThan"
-    threshold               = var.alert_p95_latency_ms_threshold
+    threshold               = each.value.threshold
 
     failing_periods {
-      minimum_failing_periods_to_trigger_alert = 2
-      number_of_evaluation_periods             = 3
-    }
-  }
-
-  action {
-    action_groups = [azurerm_monitor_action_group.oncall.id]
-  }
-}
-
-resource "azurerm_monitor_scheduled_query_rules_alert_v2" "rollbacks" {
-  name                 = "alert-${local.base}-rollbacks"
-  location             = azurerm_resource_group.main.location
-  resource_group_name  = azurerm_resource_group.main.name
-  scopes               = [azurerm_log_analytics_workspace.main.id]
-  description          = "A ForecastModel rolled back or a model failed verification."
-  severity             = 2
-  evaluation_frequency = "PT5M"
-  window_duration      = "PT15M"
-  tags                 = local.tags
-
-  criteria {
-    query                   = file("${local.kql_dir}/rollbacks.kql")
-    time_aggregation_method = "Maximum"
-    metric_measure_column   = "events"
-    operator                = "GreaterThan"
-    threshold               = 0
-
-    failing_periods {
-      minimum_failing_periods_to_trigger_alert = 1
-      number_of_evaluation_periods             = 1
+      minimum_failing_periods_to_trigger_alert = each.value.failing
+      number_of_evaluation_periods             = each.value.periods
     }
   }
 

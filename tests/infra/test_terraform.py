@@ -161,12 +161,17 @@ def test_federated_credentials_for_each_service_account(resources: dict[str, dic
 
 def test_alerts_are_wired_to_the_action_group(resources: dict[str, dict[str, Any]]) -> None:
     rules = {n: b for n, b in resources.items() if n.startswith("azurerm_monitor_scheduled_query_rules")}
-    assert {n.split(".")[1] for n in rules} == {"http_5xx_ratio", "p95_latency", "rollbacks"}
-    for body in rules.values():
-        assert "azurerm_monitor_action_group.oncall.id" in str(body["action"]["action_groups"])
-        assert "monitor/kql/alerts" in str(body["criteria"]["query"]) or "kql_dir" in str(
-            body["criteria"]["query"]
-        )
+    assert set(rules) == {"azurerm_monitor_scheduled_query_rules_alert_v2.log"}
+    body = rules["azurerm_monitor_scheduled_query_rules_alert_v2.log"]
+    assert "local.log_alerts" in str(body["for_each"])
+    alerts = next(
+        unwrap(entry["log_alerts"]) for entry in terraform_blocks()["locals"] if "log_alerts" in entry
+    )
+    assert set(alerts) == {"http_5xx_ratio", "p95_latency", "rollbacks"}
+    for name in alerts:  # each alert reads the query file named after it
+        assert (TERRAFORM.parent / "monitor" / "kql" / "alerts" / f"{name}.kql").is_file()
+    assert "${local.kql_dir}/${each.key}.kql" in str(body["criteria"]["query"])
+    assert "azurerm_monitor_action_group.oncall.id" in str(body["action"]["action_groups"])
     pods = resources["azurerm_monitor_metric_alert.pods_not_ready"]
     assert pods["criteria"]["metric_name"] == "kube_pod_status_ready"
     assert "azurerm_monitor_action_group.oncall.id" in str(pods["action"]["action_group_id"])
