@@ -304,6 +304,7 @@ def create_app(
         },
     )
     async def infer(name: str, request: Request) -> Response:
+        """Declares the route (OpenAPI, 405 for other methods); `InferFastPath` serves its POSTs."""
         return await score(name, await request.body())
 
     async def score(name: str, body: bytes) -> Response:
@@ -329,9 +330,9 @@ def create_app(
         return _json(response)
 
     async def infer_asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        """The infer route's ASGI app: the route still matches (and documents) as declared above, but
-        requests skip FastAPI's per-request machinery (dependency solving, exception wrapping), which
-        costs as much as scoring a small batch. Errors answer exactly as the `BadRequest` handler does."""
+        """Infer as plain ASGI, without FastAPI's per-request machinery (dependency solving, exception
+        wrapping), which costs as much as scoring a small batch. Errors answer exactly as the
+        `BadRequest` handler does."""
         chunks: list[bytes] = []
         more = True
         while more:
@@ -347,7 +348,6 @@ def create_app(
         await response(scope, receive, send)
 
     (infer_route,) = [r for r in app.router.routes if isinstance(r, APIRoute) and r.endpoint is infer]
-    infer_route.app = infer_asgi
 
     @app.post(
         "/v1/forecast",
