@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any, Final
@@ -19,6 +19,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+BATCH_ROWS_BUCKETS: Final = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 REQUEST_ID_HEADER: Final = b"x-request-id"
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -45,6 +46,12 @@ class Metrics:
         )
         self.rows = Counter(
             "forecast_rows_scored", "Feature rows scored by the model", ["api"], registry=self.registry
+        )
+        self.batch_rows = Histogram(
+            "forecast_model_batch_rows",
+            "Rows per model run: one request's, or several requests' scored together",
+            buckets=BATCH_ROWS_BUCKETS,
+            registry=self.registry,
         )
         self.load_seconds = Gauge(
             "forecast_model_load_seconds", "Time to verify and load the model", registry=self.registry
@@ -119,7 +126,7 @@ class ObservabilityMiddleware:
             if key == REQUEST_ID_HEADER:
                 incoming = value
                 break
-        rid = incoming.decode("latin-1")[:128] if incoming else uuid.uuid4().hex
+        rid = incoming.decode("latin-1")[:128] if incoming else os.urandom(16).hex()
         id_header = (REQUEST_ID_HEADER, rid.encode("latin-1"))
         token = request_id.set(rid)
         status = 500

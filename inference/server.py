@@ -53,6 +53,7 @@ def serve(settings: ServeSettings) -> None:
     app = create_app(
         resolve_model_dir(settings),
         max_batch_rows=settings.max_batch_rows,
+        coalesce_rows=settings.coalesce_rows,
         max_forecast_series=settings.max_forecast_series,
         intra_op_threads=settings.intra_op_threads,
         access_log=settings.access_log,
@@ -71,6 +72,8 @@ def serve(settings: ServeSettings) -> None:
             access_log=False,
             timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
             server_header=False,
+            # nothing here reads the client address or scheme that X-Forwarded-* would rewrite
+            proxy_headers=False,
         )
     except _Drained:
         logger.info("stopped after draining in-flight requests")

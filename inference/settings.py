@@ -21,6 +21,9 @@ class ServeSettings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     max_batch_rows: int = Field(8192, ge=1, description="largest [N, F] batch one infer request may carry")
     max_forecast_series: int = Field(1000, ge=1, description="most series one /v1/forecast request may carry")
+    coalesce_rows: int = Field(
+        128, ge=1, description="requests waiting for the model are scored together up to this many rows"
+    )
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per request")
     log_level: str = "info"
     access_log: bool = Field(True, description="one JSON log line per request")

@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="default 0.0.0.0 (FORECAST_HOST)")
     serve.add_argument("--port", type=int, default=None, help="default 8080 (FORECAST_PORT)")
     serve.add_argument("--max-batch-rows", type=_positive_int, default=None)
+    serve.add_argument(
+        "--coalesce-rows",
+        type=_positive_int,
+        default=None,
+        help="score requests that wait for the model together, up to this many rows (default 128; 1: never)",
+    )
     serve.add_argument("--intra-op-threads", type=_positive_int, default=None)
     serve.add_argument("--log-level", default=None)
     serve.add_argument("--no-access-log", dest="access_log", action="store_const", const=False, default=None)
@@ -301,6 +307,7 @@ SERVE_FIELDS = (
     "host",
     "port",
     "max_batch_rows",
+    "coalesce_rows",
     "intra_op_threads",
     "log_level",
     "access_log",

@@ -49,6 +49,22 @@ def test_flat_data_is_accepted(client: TestClient, model_dir: Path) -> None:
     assert response.json()["outputs"][0]["data"] == pytest.approx(manifest.golden.outputs[:2], rel=1e-6)
 
 
+def test_nesting_does_not_matter_and_integers_are_numbers(client: TestClient, model_dir: Path) -> None:
+    """As the protocol says, data is taken flat in row-major order; `shape` alone gives the tensor."""
+    manifest = Manifest.load(model_dir)
+    rows = np.asarray(manifest.golden.inputs[:2], dtype=np.float32)
+    rows[:, 0] = np.round(rows[:, 0])
+    flat = [int(v) if i % rows.shape[1] == 0 else float(v) for i, v in enumerate(rows.reshape(-1))]
+    regrouped = [flat[i : i + 2] for i in range(0, len(flat), 2)] if len(flat) % 2 == 0 else [flat]
+    expected = client.post("/v2/models/demand/infer", json=infer_body(rows.tolist())).json()["outputs"]
+    for data in (flat, regrouped, [[flat]]):
+        body = infer_body(rows.tolist())
+        body["inputs"][0]["data"] = data  # type: ignore[index]
+        response = client.post("/v2/models/demand/infer", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"] == expected
+
+
 def test_metadata_names_the_input_tensor(client: TestClient, model_dir: Path) -> None:
     manifest = Manifest.load(model_dir)
     meta = client.get("/v2/models/demand").json()
@@ -68,6 +84,9 @@ def test_metadata_names_the_input_tensor(client: TestClient, model_dir: Path) ->
         (lambda b: b["inputs"][0].update(shape=[1, 3]), 400, "shape must be [N, "),
         (lambda b: b["inputs"][0]["data"][0].__setitem__(0, "1.5"), 400, "only numbers"),
         (lambda b: b["inputs"][0]["data"][0].__setitem__(0, None), 400, "only numbers"),
+        (lambda b: b["inputs"][0]["data"][0].__setitem__(0, True), 400, "only numbers"),
+        (lambda b: b["inputs"][0]["data"][0].__setitem__(0, [1.0, {}]), 400, "only numbers"),
+        (lambda b: b["inputs"][0].update(data={"a": 1}), 400, "list of numbers"),
         (lambda b: b["inputs"][0]["data"].pop(), 400, "holds"),
         (lambda b: b["inputs"][0]["data"][0].__setitem__(0, 1e39), 400, "beyond float32"),
         (lambda b: b.update(inputs=[]), 400, "exactly one tensor"),
@@ -92,12 +111,35 @@ def test_nan_and_malformed_json_are_refused(client: TestClient) -> None:
     assert "unknown model" in client.get("/v2/models/other").json()["error"]
 
 
+def test_numbers_no_double_holds_are_refused(client: TestClient, model_dir: Path) -> None:
+    manifest = Manifest.load(model_dir)
+    text = json.dumps(infer_body([list(r) for r in manifest.golden.inputs[:1]]))
+    first = text.index("[[") + 2
+    body = text[:first] + "1e400" + text[text.index(",", first) :]
+    response = client.post("/v2/models/demand/infer", content=body.encode())
+    assert response.status_code == 400 and "number" in response.json()["error"]
+
+
+def test_a_body_beyond_the_largest_allowed_batch_is_refused_unread(
+    client: TestClient, model_dir: Path
+) -> None:
+    manifest = Manifest.load(model_dir)
+    limit = 2048 * len(manifest.features.names) * 32 + 65536  # the client fixture's max_batch_rows
+    body = json.dumps(infer_body([list(r) for r in manifest.golden.inputs[:1]])).encode()
+    response = client.post("/v2/models/demand/infer", content=body + b" " * limit)
+    assert response.status_code == 413
+    assert f"exceeds the limit of {limit} bytes" in response.json()["error"]
+    assert client.post("/v2/models/demand/infer", content=body + b" " * 1000).status_code == 200
+
+
 def test_metrics_report_requests_rows_and_model(client: TestClient, model_dir: Path) -> None:
     manifest = Manifest.load(model_dir)
     client.post("/v2/models/demand/infer", json=infer_body(manifest.golden.inputs))
     client.post("/v2/models/demand/infer", json={})
     text = client.get("/metrics").text
     assert f'forecast_rows_scored_total{{api="v2"}} {float(len(manifest.golden.inputs))}' in text
+    assert f"forecast_model_batch_rows_sum {float(len(manifest.golden.inputs))}" in text
+    assert "forecast_model_batch_rows_count 1.0" in text
     assert (
         'forecast_http_requests_total{method="POST",route="/v2/models/{name}/infer",status="200"} 1.0' in text
     )

@@ -1,0 +1,109 @@
+"""Adaptive batching: requests that wait for the model together are scored together, in one run.
+
+A tree ensemble in onnxruntime costs about half as much per row in a run of 128 rows or more as in a
+run of 32 (benchmark model: 5.2 µs against 2.5 µs a row). Nothing here ever waits for a batch to fill:
+whatever has queued when the model is free goes into the next run, up to `max_rows`, and a request that
+finds the model idle is scored at once.
+
+Where a run happens depends on its size. A small run stays on the event loop: handing it to a thread
+and back costs more than the run, and its latency halves the throughput of a few busy clients. A run of
+`offload_rows` or more goes to one dedicated thread (onnxruntime releases the GIL), so the loop reads
+and parses the next requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import numpy.typing as npt
+
+Rows = npt.NDArray[np.float32]
+Waiter = tuple[Rows, "asyncio.Future[Rows]"]
+
+
+class Batcher:
+    """Coalesces what waits for the model; runs are never concurrent. Use it from one event loop."""
+
+    def __init__(
+        self,
+        predict: Callable[[Rows], Rows],
+        max_rows: int,
+        offload_rows: int,
+        on_run: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_rows < 1 or offload_rows < 1:
+            raise ValueError(f"max_rows and offload_rows must be at least 1, got {max_rows}, {offload_rows}")
+        self._predict = predict
+        self._max_rows = max_rows
+        self._offload_rows = offload_rows
+        self._on_run = on_run
+        self._waiting: deque[Waiter] = deque()
+        self._draining = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    async def predict(self, rows: Rows) -> Rows:
+        """One prediction per row of `rows`, in order, whether scored alone or with others."""
+        future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
+        self._waiting.append((rows, future))
+        if not self._draining:
+            self._draining = True
+            # a task, not a direct call: it runs after the requests already parsed in this loop pass,
+            # and so scores them in the same run
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                batch = self._take()
+                if not batch:
+                    continue
+                merged = batch[0][0] if len(batch) == 1 else np.concatenate([rows for rows, _ in batch])
+                try:
+                    if len(merged) >= self._offload_rows:
+                        predictions = await loop.run_in_executor(self._thread, self._predict, merged)
+                    else:
+                        predictions = self._predict(merged)
+                except asyncio.CancelledError:  # the loop is going away: so are the waiters
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:  # every waiter of this run hears of it; the next run goes on
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                if self._on_run is not None:
+                    self._on_run(len(merged))
+                start = 0
+                for rows, future in batch:
+                    end = start + len(rows)
+                    if not future.done():
+                        future.set_result(predictions[start:end])
+                    start = end
+        finally:
+            self._draining = False
+
+    def _take(self) -> list[Waiter]:
+        """The oldest waiters whose rows fit in one run (at least one), skipping any that gave up."""
+        batch: list[Waiter] = []
+        total = 0
+        while self._waiting:
+            rows, future = self._waiting[0]
+            if future.done():  # cancelled: the client went away
+                self._waiting.popleft()
+                continue
+            if batch and total + len(rows) > self._max_rows:
+                break
+            self._waiting.popleft()
+            batch.append((rows, future))
+            total += len(rows)
+        return batch
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
