@@ -412,7 +412,9 @@ def create_app(
                 f"{len(body.series)} series exceed the limit of {max_forecast_series}", status=413
             )
         try:
-            result = forecast(model, body)
+            # pandas and feature building take milliseconds per series: off the event loop, so v2
+            # requests and probes are answered meanwhile
+            result = await asyncio.to_thread(forecast, model, body)
         except (ForecastInputError, DataError) as exc:
             raise BadRequest(str(exc), status=422) from None
         metrics.rows.labels("forecast").inc(sum(len(s.points) for s in result.forecasts))
