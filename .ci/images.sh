@@ -5,9 +5,10 @@
 #   1. the Python base image is made here: debootstrap of Debian bookworm (minbase + python3,
 #      python3-venv, ca-certificates; bookworm's python3 is 3.11), committed as $BASE_IMAGE. It is kept
 #      in a private buildah store (vfs driver) and made again only when its recipe changes;
-#   2. both Dockerfiles are built unchanged against it (--build-arg BASE_IMAGE), with --layers so that an
-#      unchanged source tree reuses the pip install. pip inside the build gets this machine's index and CA
-#      settings from a pip.conf bind-mounted for RUN steps only: nothing of it lands in an image;
+#   2. both Dockerfiles are built unchanged against it (--build-arg BASE_IMAGE), with --layers so that
+#      unchanged dependencies reuse their install layer (the Dockerfiles install them before copying
+#      the source). pip inside the build gets this machine's index and CA settings from a pip.conf
+#      bind-mounted for RUN steps only: nothing of it lands in an image;
 #   3. `buildah run` smoke-tests them: the inference image serves a tiny model (trained on the host with
 #      .venv) on 127.0.0.1 until /v2/health/ready answers 200; the operator image imports its handlers
 #      and prints its version; both run as uid 10001 and carry no compiler nor pip config.
