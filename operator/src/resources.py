@@ -17,6 +17,12 @@ PLURAL: Final = "forecastmodels"
 KIND: Final = "ForecastModel"
 
 PORT: Final = 8080
+# Container Insights (monitor_kubernetes_pods, see k8s/monitoring/) scrapes pods annotated so.
+SCRAPE_ANNOTATIONS: Final = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(PORT),
+    "prometheus.io/path": "/metrics",
+}
 MODEL_MOUNT: Final = "/models"
 MODEL_DIR: Final = "/models/current"
 LABEL_NAME: Final = "app.kubernetes.io/name"
@@ -185,7 +191,10 @@ def deployment(
             "selector": {"matchLabels": selector(owner, color)},
             "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": dict(SCRAPE_ANNOTATIONS)},
+                "spec": pod_spec,
+            },
         },
     }
 

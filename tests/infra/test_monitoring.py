@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
+from retail_forecast.inference.app import create_app
+from retail_forecast.operator import resources as res
 from tests.infra.iac import KQL, REPO
 
 OPERATOR = REPO / "operator" / "src"
@@ -155,3 +159,38 @@ def test_alert_queries_have_their_measure_columns() -> None:
     for name, column in columns.items():
         text = (KQL / "alerts" / f"{name}.kql").read_text()
         assert re.search(rf"\b{column}\s*=", text), name
+
+
+AGENT_CONFIG = REPO / "k8s" / "monitoring" / "container-azm-ms-agentconfig.yaml"
+
+
+def test_container_insights_collects_what_the_queries_read() -> None:
+    config = yaml.safe_load(AGENT_CONFIG.read_text())
+    assert (config["kind"], config["metadata"]["name"], config["metadata"]["namespace"]) == (
+        "ConfigMap",
+        "container-azm-ms-agentconfig",
+        "kube-system",
+    )
+    assert config["data"]["schema-version"] == "v1"
+    logs = tomllib.loads(config["data"]["log-data-collection-settings"])["log_collection_settings"]
+    assert logs["stdout"]["enabled"] is True  # JSON log lines
+    assert logs["collect_all_kube_events"]["enabled"] is True  # Normal events: Promoted, RolloutStarted
+    assert logs["schema"]["containerlog_schema_version"] == "v2"  # the queries read ContainerLogV2
+    assert logs["env_var"]["enabled"] is False  # env may carry an emulator's connection string
+    scraping = tomllib.loads(config["data"]["prometheus-data-collection-settings"])
+    assert scraping["prometheus_data_collection_settings"]["cluster"]["monitor_kubernetes_pods"] is True
+
+
+def test_scoring_pods_are_annotated_for_scraping_where_the_service_serves_metrics(tmp_path: Path) -> None:
+    (example,) = yaml.safe_load_all((REPO / "k8s" / "examples" / "forecastmodel-demand.yaml").read_text())
+    spec = res.ForecastModelSpec.model_validate(example["spec"])
+    template = res.deployment("demand", res.Color.BLUE, spec, version="1", sha256="0" * 64, replicas=1)[
+        "spec"
+    ]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    (serve,) = template["spec"]["containers"]
+    assert int(annotations["prometheus.io/port"]) in [port["containerPort"] for port in serve["ports"]]
+    assert serve["args"][serve["args"].index("--port") + 1] == annotations["prometheus.io/port"]
+    routes = {getattr(route, "path", None) for route in create_app(tmp_path).routes}
+    assert annotations["prometheus.io/path"] in routes
