@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,8 +55,6 @@ class ModelState:
     model: LoadedModel | None = None
     batcher: Batcher | None = None
     error: str | None = None
-    loading: bool = True
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class BadRequest(Exception):  # noqa: N818 - an HTTP outcome, not a programming error
@@ -242,8 +240,6 @@ def create_app(
                     }
                 },
             )
-        finally:
-            state.loading = False
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
