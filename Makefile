@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest install tools clean
+.PHONY: demo test lint typecheck pytest install tools load-tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ install: $(STAMP)
 	.tools/checkov/bin/python -m pip install --quiet checkov
 
 tools: .tools/checkov/bin/checkov
+
+# The serving benchmark's load generators, from Debian (its smoke test runs both).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+load-tools:
+	command -v hey >/dev/null && command -v wrk >/dev/null || { $(SUDO) apt-get update -qq \
+		&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey wrk >/dev/null; }
 
 node_modules/.bin/azurite-blob:
 	npm install --no-save --no-audit --no-fund --loglevel=error azurite
@@ -46,7 +52,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy -p retail_forecast
 	$(BIN)/mypy tests
 
-pytest: $(STAMP) node_modules/.bin/azurite-blob .tools/checkov/bin/checkov
+pytest: $(STAMP) node_modules/.bin/azurite-blob .tools/checkov/bin/checkov load-tools
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -1,12 +1,17 @@
-"""Shared fixtures: a real Azurite for everything that talks to Azure Blob Storage."""
+"""Shared fixtures: a real Azurite for everything that talks to Azure Blob Storage, and a real model."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from retail_forecast.core.data import DataReport, Panel, build_panel, validate_sales
+from retail_forecast.core.schema import Freq
+from retail_forecast.training.pipeline import TrainConfig, train
+from retail_forecast.training.synth import synthesize
 from tests.azurite import Azurite, find_azurite_blob
 
 
@@ -31,3 +36,21 @@ def azure_store_uri(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
     return f"azureblob://t-{uuid.uuid4().hex[:24]}/models"
+
+
+@pytest.fixture(scope="session")
+def sales_panel() -> Panel:
+    frame = validate_sales(synthesize(stores=2, items=6, periods=240, freq=Freq.DAILY, seed=11))
+    panel, _ = build_panel(frame, Freq.DAILY)
+    return panel
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, sales_panel: Panel) -> Path:
+    """A real model, trained once for the serving tests (a few seconds)."""
+    out = tmp_path_factory.mktemp("model")
+    config = TrainConfig(
+        horizon=14, trials=1, max_rows=20_000, search_rows=10_000, name="demand", version="7"
+    )
+    train(sales_panel, DataReport(), out, config, progress=lambda _: None)
+    return out

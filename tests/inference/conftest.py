@@ -7,29 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from retail_forecast.core.data import DataReport, Panel, build_panel, validate_sales
-from retail_forecast.core.schema import Freq
 from retail_forecast.inference.app import create_app
-from retail_forecast.training.pipeline import TrainConfig, train
-from retail_forecast.training.synth import synthesize
-
-
-@pytest.fixture(scope="session")
-def sales_panel() -> Panel:
-    frame = validate_sales(synthesize(stores=2, items=6, periods=240, freq=Freq.DAILY, seed=11))
-    panel, _ = build_panel(frame, Freq.DAILY)
-    return panel
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, sales_panel: Panel) -> Path:
-    """A real model, trained once for the serving tests (a few seconds)."""
-    out = tmp_path_factory.mktemp("model")
-    config = TrainConfig(
-        horizon=14, trials=1, max_rows=20_000, search_rows=10_000, name="demand", version="7"
-    )
-    train(sales_panel, DataReport(), out, config, progress=lambda _: None)
-    return out
 
 
 def wait_ready(test_client: TestClient) -> None:
