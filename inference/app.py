@@ -55,6 +55,10 @@ class ModelState:
     model: LoadedModel | None = None
     batcher: Batcher | None = None
     error: str | None = None
+    stopping: bool = False  # SIGTERM: still serving, no longer ready
+
+    def stop(self) -> None:
+        self.stopping = True
 
 
 class BadRequest(Exception):  # noqa: N818 - an HTTP outcome, not a programming error
@@ -294,6 +298,8 @@ def create_app(
     async def ready() -> Response:
         if state.model is None:
             return _json({"ready": False, "reason": state.error or "model is loading"}, 503)
+        if state.stopping:
+            return _json({"ready": False, "reason": "shutting down"}, 503)
         return _json({"ready": True})
 
     @app.get("/v2", tags=["v2"])

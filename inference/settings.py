@@ -27,7 +27,12 @@ class ServeSettings(BaseSettings):
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per request")
     log_level: str = "info"
     access_log: bool = Field(True, description="one JSON log line per request")
-    graceful_shutdown_seconds: int = Field(20, ge=0)
+    shutdown_delay_seconds: int = Field(
+        5, ge=0, description="after SIGTERM, serve this long with readiness false before closing the listener"
+    )
+    graceful_shutdown_seconds: int = Field(
+        20, ge=0, description="then wait this long at most for in-flight requests"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ServeSettings:

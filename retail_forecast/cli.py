@@ -29,11 +29,19 @@ def _freq(value: str) -> Freq:
         raise argparse.ArgumentTypeError(f"invalid frequency {value!r}: use D or W") from None
 
 
-def _positive_int(value: str) -> int:
+def _int_at_least(value: str, minimum: int) -> int:
     number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
     return number
+
+
+def _positive_int(value: str) -> int:
+    return _int_at_least(value, 1)
+
+
+def _non_negative_int(value: str) -> int:
+    return _int_at_least(value, 0)
 
 
 # Hyper-parameter flags fix a parameter for every trial (Azure ML sweeps drive them from outside).
@@ -107,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--intra-op-threads", type=_positive_int, default=None)
     serve.add_argument("--log-level", default=None)
+    serve.add_argument(
+        "--shutdown-delay",
+        dest="shutdown_delay_seconds",
+        type=_non_negative_int,
+        default=None,
+        help="seconds to keep serving, not ready, after SIGTERM (default 5)",
+    )
     serve.add_argument("--no-access-log", dest="access_log", action="store_const", const=False, default=None)
 
     operator = commands.add_parser("operator", help="run the ForecastModel operator (kopf)")
@@ -311,6 +326,7 @@ SERVE_FIELDS = (
     "intra_op_threads",
     "log_level",
     "access_log",
+    "shutdown_delay_seconds",
 )
 
 

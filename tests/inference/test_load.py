@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -278,3 +279,29 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(service: Service, workloa
         )
     code = service.terminate(timeout=GRACEFUL_SECONDS + 30)
     assert code == 0, f"forecast serve exited with {code} after SIGTERM:\n{service.output()}"
+
+
+def test_sigterm_first_turns_readiness_false_and_keeps_serving_new_connections(
+    model_dir: Path, tmp_path: Path, workload: Workload
+) -> None:
+    """The shutdown delay: endpoints still route here for a moment after SIGTERM, so keep serving."""
+    delay = 120  # far beyond the test's runtime: only the second SIGTERM below may end the process
+    args = ["--model-dir", str(model_dir), "--no-access-log", "--shutdown-delay", str(delay)]
+    with Service(args, tmp_path / "serve.log") as service:
+        service.wait_ready()
+        service.process.send_signal(signal.SIGTERM)
+        with httpx.Client(base_url=service.url, timeout=30.0) as client:
+            for _ in range(600):  # the signal is handled between two bytecodes of the server, soon
+                ready = client.get("/v2/health/ready")
+                if ready.status_code != 200:
+                    break
+                time.sleep(0.05)
+            assert (ready.status_code, ready.json()) == (503, {"ready": False, "reason": "shutting down"})
+        with httpx.Client(base_url=service.url, timeout=30.0) as fresh:  # a new connection
+            answer = fresh.post(INFER, content=orjson.dumps(infer_body(workload.rows(5))))
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(answer.json()["outputs"][0]["data"], workload.expected(5), rtol=1e-6)
+        assert service.process.poll() is None
+        # a second SIGTERM does not wait out the delay
+        assert service.terminate(timeout=delay / 2) == 0, service.output()
+        assert "closing the listener after the shutdown delay" in service.output()
