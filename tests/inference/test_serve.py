@@ -6,6 +6,7 @@ message and a distinct exit code, and leaves nothing behind that a retry (or the
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Final
 
@@ -24,6 +25,7 @@ NAME: Final = "demand"
 VERSION: Final = "7"
 EXIT_USAGE: Final = 2
 EXIT_STORE: Final = 4
+EXIT_STARTUP: Final = 3  # uvicorn's
 
 
 @pytest.fixture
@@ -145,3 +147,13 @@ def test_serve_without_a_usable_model_source_is_a_usage_error(args: list[str], m
     result = run_cli(["serve", *args, "--host", "127.0.0.1", "--port", "1"])
     assert result.returncode == EXIT_USAGE, result.stdout + result.stderr
     assert message in result.stderr
+
+
+def test_a_port_already_taken_is_a_startup_failure_that_says_so(model_dir: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["serve", "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port)])
+    assert result.returncode == EXIT_STARTUP, result.stdout + result.stderr
+    assert "address already in use" in result.stdout
