@@ -224,7 +224,8 @@ def stop(server: Server) -> None:
 def servers(model_dir: Path, work: Path, model_name: str) -> Iterator[dict[str, Server]]:
     infer_path = f"/v2/models/{model_name}/infer"
     forecast = [sys.executable, "-m", "retail_forecast.cli", "serve", "--model-dir", str(model_dir)]
-    forecast += ["--host", HOST, "--log-level", "info"]
+    # no shutdown delay: nothing routes here through Kubernetes endpoints, so stop at once
+    forecast += ["--host", HOST, "--log-level", "info", "--shutdown-delay", "0"]
     specs = {
         BASELINE: ([sys.executable, str(HERE / "baseline_app.py"), "--model-dir", str(model_dir)], "/ready"),
         SERVICE: ([*forecast, "--no-access-log"], "/v2/health/ready"),
