@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE  # its exit code when it cannot start (port taken)
 
 from retail_forecast.core.store import open_store
 from retail_forecast.inference.app import create_app
@@ -17,7 +18,6 @@ from retail_forecast.inference.observability import configure_logging
 from retail_forecast.inference.settings import ServeSettings
 
 logger = logging.getLogger("retail_forecast.inference")
-STARTUP_FAILURE = 3  # uvicorn's own exit code when it cannot start (port taken, bad host)
 
 
 def resolve_model_dir(settings: ServeSettings) -> Path:
@@ -48,6 +48,9 @@ class _Drained(Exception):  # noqa: N818 - a clean stop, not a failure
 
 
 def _drained(signum: int, frame: FrameType | None) -> None:
+    # Stopping already: a repeated SIGTERM (a supervisor, a test) must not cut the interpreter's
+    # teardown short and turn exit 0 into 143.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Drained
 
 
@@ -114,11 +117,14 @@ def serve(settings: ServeSettings) -> None:
     # With the default handler that kills the process (exit -15 / 143) after a perfectly clean drain; this
     # handler turns it into a normal return, so a graceful stop exits 0 as Kubernetes expects.
     previous = signal.signal(signal.SIGTERM, _drained)
+    drained = False
     try:
         server.run()
     except _Drained:
+        drained = True
         logger.info("stopped after draining in-flight requests")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not drained:  # after a drain SIGTERM stays ignored (see _drained)
+            signal.signal(signal.SIGTERM, previous)
     if not server.started:
         raise SystemExit(STARTUP_FAILURE)

@@ -305,3 +305,17 @@ def test_sigterm_first_turns_readiness_false_and_keeps_serving_new_connections(
         # a second SIGTERM does not wait out the delay
         assert service.terminate(timeout=delay / 2) == 0, service.output()
         assert "closing the listener after the shutdown delay" in service.output()
+
+
+def test_a_sigterm_repeated_after_the_drain_still_exits_0(model_dir: Path, tmp_path: Path) -> None:
+    """A supervisor may repeat SIGTERM while the drained process tears down: that is still a clean stop."""
+    args = ["--model-dir", str(model_dir), "--no-access-log", "--shutdown-delay", "0"]
+    with Service(args, tmp_path / "serve.log") as service:
+        service.wait_ready()
+        service.process.send_signal(signal.SIGTERM)
+        for _ in range(1200):
+            if "stopped after draining" in service.output() or service.process.poll() is not None:
+                break
+            time.sleep(0.01)
+        service.process.send_signal(signal.SIGTERM)  # a no-op if the process is already gone
+        assert service.terminate() == 0, service.output()
