@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retail_forecast import __version__
 from retail_forecast.core.schema import DataError
-from retail_forecast.inference.batching import Batcher
+from retail_forecast.inference.batching import COALESCE_ROWS, OFFLOAD_ROWS, Batcher
 from retail_forecast.inference.forecast import ForecastInputError, ForecastRequest, ForecastResponse, forecast
 from retail_forecast.inference.model import LoadedModel, load_model
 from retail_forecast.inference.observability import Metrics, ObservabilityMiddleware, Receive, Scope, Send
@@ -40,12 +40,6 @@ JSON_TYPE_BYTES: Final = JSON_TYPE.encode()
 # precision with its separator ("-1.2345678901234567e-05, ") takes 25.
 JSON_BYTES_PER_VALUE: Final = 32
 DATATYPE: Final = "FP32"
-# Requests waiting for the model are scored together up to this many rows (the default of
-# `--coalesce-rows`): a tree ensemble's cost per row stops falling at about 128 rows.
-COALESCE_ROWS: Final = 128
-# Runs of at least this many rows go to the model thread; smaller ones stay on the event loop, where
-# the hop to a thread and back would cost more than the run (see batching.py).
-OFFLOAD_ROWS: Final = 256
 
 
 @dataclass
@@ -67,8 +61,12 @@ class BadRequest(Exception):  # noqa: N818 - an HTTP outcome, not a programming 
         self.status = status
 
 
+def _error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
 def _error(message: str, status: int) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON_TYPE)
+    return Response(_error_body(message), status_code=status, media_type=JSON_TYPE)
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -381,7 +379,7 @@ def create_app(
                 return  # the client went away
             answer = await score(scope["path_params"]["name"], body)
         except BadRequest as exc:
-            status, answer = exc.status, orjson.dumps({"error": str(exc)})
+            status, answer = exc.status, _error_body(str(exc))
         await send(
             {
                 "type": "http.response.start",

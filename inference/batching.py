@@ -17,9 +17,16 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+
+# Requests waiting for the model are scored together up to this many rows (the default of
+# `--coalesce-rows`): the benchmark model's cost per row stops falling at about 128 rows.
+COALESCE_ROWS: Final = 128
+# Runs of at least this many rows go to the model thread; smaller ones stay on the event loop.
+OFFLOAD_ROWS: Final = 256
 
 Rows = npt.NDArray[np.float32]
 Waiter = tuple[Rows, "asyncio.Future[Rows]"]

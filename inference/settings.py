@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retail_forecast.inference.batching import COALESCE_ROWS
+
 
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FORECAST_", extra="forbid", protected_namespaces=())
@@ -22,7 +24,9 @@ class ServeSettings(BaseSettings):
     max_batch_rows: int = Field(8192, ge=1, description="largest [N, F] batch one infer request may carry")
     max_forecast_series: int = Field(1000, ge=1, description="most series one /v1/forecast request may carry")
     coalesce_rows: int = Field(
-        128, ge=1, description="requests waiting for the model are scored together up to this many rows"
+        COALESCE_ROWS,
+        ge=1,
+        description="requests waiting for the model are scored together up to this many rows",
     )
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per request")
     log_level: str = "info"
