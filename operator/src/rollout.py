@@ -107,7 +107,7 @@ def _promote(
         retire_at=now + delay if retired is not None else None,
     )
     # activeVersion=/activeColor= are read by infra/monitor/kql (served_versions, rollouts).
-    message = f"{version} on {to} {how} (activeVersion={version} activeColor={to.value})"
+    message = f"{version} on {to} {how}: activeVersion={version} activeColor={to.value}"
     return promoted, Event("Normal", "Promoted", message)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from retail_forecast.operator.resources import Color, ForecastModelSpec
-from retail_forecast.operator.rollout import ColorState, RolloutStatus, Step, next_step
+from retail_forecast.operator.rollout import ColorState, Event, RolloutStatus, Step, next_step
 
 SHA = {v: v.rjust(64, "0") for v in ("1", "2", "3")}
 
@@ -38,6 +38,7 @@ class Cluster:
     status: RolloutStatus = field(default_factory=RolloutStatus)
     now: float = 1000.0
     events: list[str] = field(default_factory=list)
+    emitted: list[Event] = field(default_factory=list)
     last: Step | None = None
 
     def reconcile(self, spec: ForecastModelSpec, promote: bool = False) -> Step:
@@ -57,6 +58,7 @@ class Cluster:
                 self.colors[color] = ColorState(old.version, old.sha256, 0, generation=old.generation + 1)
         self.status = step.status
         self.events += [e.reason for e in step.events]
+        self.emitted += step.events
         self.last = step
         return step
 

@@ -49,15 +49,26 @@ def test_parity_check_catches_a_graph_without_the_inverse_link() -> None:
         export.check_parity(session, estimator, features, SCALE_INDEX)
 
 
-def test_golden_sample_is_reproduced_exactly() -> None:
+def test_golden_sample_holds_the_models_forecasts_and_tells_another_model_apart() -> None:
+    """The golden sample is serving's self-check: its outputs must be this model's forecasts (checked
+    against scikit-learn, not against the same ONNX bytes) and a different model must fail to reproduce
+    them."""
     estimator, features = fitted("poisson")
     model_bytes = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX).SerializeToString()
     inputs, outputs = export.golden_sample(export.onnx_session(model_bytes), features, rows=8)
     assert 8 <= len(inputs) <= 10
     assert len(set(outputs)) > 4  # spread over the prediction range, not one region
-    fresh = export.onnx_session(model_bytes)
-    replay = export.run_onnx(fresh, np.asarray(inputs, dtype=np.float32))
-    assert replay.tolist() == outputs
+    golden_rows = np.asarray(inputs, dtype=np.float32)
+    expected = export.sklearn_forecast(estimator, golden_rows, SCALE_INDEX)
+    np.testing.assert_allclose(outputs, expected, rtol=export.PARITY_RTOL, atol=export.PARITY_ATOL)
+
+    rng = np.random.default_rng(1)
+    other = HistGradientBoostingRegressor(loss="poisson", max_iter=60, random_state=0).fit(
+        features, rng.permutation(estimator.predict(features))
+    )
+    other_bytes = export.to_onnx_model(other, features.shape[1], SCALE_INDEX).SerializeToString()
+    replay = export.run_onnx(export.onnx_session(other_bytes), golden_rows)
+    assert np.abs(replay - np.asarray(outputs)).max() > 1e-3
 
 
 def test_graph_is_float32_with_one_input_and_one_flat_output() -> None:
