@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,26 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
         pytest.fail(missing, pytrace=False)
     with Azurite(tmp_path_factory.mktemp("azurite"), binary=binary) as server:
         yield server
+
+
+DATASETS_ENV = "FORECAST_DATASETS"
+
+
+@pytest.fixture(scope="session")
+def real_datasets() -> Path:
+    """Real retail data that cannot live in the repository (licences, size): a folder holding
+    `favorita/` and `m5-sample/`, named by FORECAST_DATASETS. `.ci/run` sets it; elsewhere these tests
+    skip and say how to run them."""
+    folder = os.environ.get(DATASETS_ENV)
+    if not folder:
+        pytest.skip(
+            f"{DATASETS_ENV} is not set: point it at a folder with favorita/transactions_daily.csv and "
+            "m5-sample/ (see docs/DATASETS.md) to run the tests on real retail data"
+        )
+    path = Path(folder)
+    if not path.is_dir():
+        pytest.fail(f"{DATASETS_ENV}={folder} is not a folder", pytrace=False)
+    return path
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import pytest
 from retail_forecast.core.data import build_panel, infer_freq, read_sales, validate_sales
 from retail_forecast.core.schema import DataError, Freq
 
-REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "favorita" / "transactions_daily.csv"
-
 
 def write_csv(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "sales.csv"
@@ -139,8 +137,9 @@ def test_frequency_is_inferred_and_mismatch_refused() -> None:
         build_panel(weekly, Freq.DAILY)
 
 
-def test_real_favorita_data_loads_with_reported_gaps() -> None:
-    panel, report = build_panel(read_sales(REAL_DATA), source=str(REAL_DATA))
+def test_real_favorita_data_loads_with_reported_gaps(real_datasets: Path) -> None:
+    favorita = real_datasets / "favorita" / "transactions_daily.csv"
+    panel, report = build_panel(read_sales(favorita), source=str(favorita))
     assert panel.freq is Freq.DAILY
     assert panel.n_series == 54
     assert report.rows == 83_488

@@ -239,3 +239,33 @@ def test_non_positive_price(m5_dir: Path) -> None:
     prices.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"sell_prices\.csv: row 5: column sell_price"):
         load_m5(m5_dir)
+
+
+@pytest.mark.parametrize(
+    ("sample", "series", "first", "last"),
+    [
+        ("ten-series-full-history", 10, "2011-01-29", "2016-04-24"),
+        ("seventy-series-last-140-days", 70, "2016-01-04", "2016-05-22"),
+    ],
+)
+def test_real_m5_samples_load_with_sales_and_events_as_published(
+    real_datasets: Path, sample: str, series: int, first: str, last: str
+) -> None:
+    """Real M5 files: every loaded sales value is the raw file's `d_N` cell for that series and day, and
+    the calendar's events land on their dates."""
+    folder = real_datasets / "m5-sample" / sample
+    frame = load_m5(folder)
+    assert frame.groupby([STORE, ITEM]).ngroups == series
+    assert (frame[DATE].min(), frame[DATE].max()) == (pd.Timestamp(first), pd.Timestamp(last))
+
+    (sales_file,) = folder.glob("sales_train_*.csv")
+    wide = pd.read_csv(sales_file).set_index([STORE, ITEM])
+    day = (frame[DATE] - FIRST_DAY).dt.days + 1
+    raw = [wide.at[(s, i), f"d_{d}"] for s, i, d in zip(frame[STORE], frame[ITEM], day, strict=True)]
+    np.testing.assert_array_equal(frame[SALES].to_numpy(), np.asarray(raw, dtype=float))
+
+    calendar = pd.read_csv(folder / "calendar.csv", parse_dates=["date"])
+    super_bowl = calendar.loc[calendar["event_name_1"] == "SuperBowl", "date"]
+    on_super_bowl = frame[frame[DATE].isin(super_bowl)]
+    assert len(on_super_bowl) > 0
+    assert (on_super_bowl[EVENT].str.contains("SuperBowl")).all()
