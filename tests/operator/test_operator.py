@@ -18,12 +18,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import kmock
 import kopf
 import pytest
 import pytest_asyncio
+import yaml
 
 from retail_forecast.core.data import build_panel, validate_sales
 from retail_forecast.core.schema import Freq
@@ -209,9 +211,21 @@ def _reset_handlers() -> None:
 
 
 @pytest_asyncio.fixture
-async def operator(kube: ApiServer, store: Store, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Operator]:
-    monkeypatch.setenv("FORECAST_KUBE_SERVER", str(kube.url))
-    monkeypatch.delenv("FORECAST_KUBE_TOKEN", raising=False)
+async def operator(
+    kube: ApiServer, store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[Operator]:
+    # The emulator speaks plain HTTP without authentication: a kubeconfig with a server and nothing else.
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": str(kube.url)}}],
+        "users": [{"name": "anonymous", "user": {}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "anonymous"}}],
+        "current-context": "emulator",
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", store.connection_string)
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
     op = Operator(kube)
