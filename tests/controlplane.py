@@ -322,10 +322,6 @@ class ControlPlane:
     def audit_log(self) -> Path:
         return self.workdir / "audit.log"
 
-    @property
-    def running(self) -> bool:
-        return bool(self._processes) and all(p.popen.poll() is None for p in self._processes)
-
     def admin(self) -> Client:
         return Client(self.admin_kubeconfig)
 

@@ -56,10 +56,6 @@ class OperatorProcess:
         except (urllib.error.URLError, ConnectionError):
             return False
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
