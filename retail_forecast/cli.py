@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--liveness", default="http://0.0.0.0:8081/healthz", help="kopf liveness endpoint URL ('' to disable)"
     )
+    operator.add_argument(
+        "--context",
+        default=None,
+        help="kubeconfig context (default: in-cluster service account, else the current context)",
+    )
 
     demo = commands.add_parser("demo", help="synthesise data, train, export and publish to a local store")
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
@@ -387,14 +392,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "operator":
+            from retail_forecast.operator.kube import NoKubernetesApi  # noqa: PLC0415
             from retail_forecast.operator.main import run  # noqa: PLC0415
 
-            run(
-                namespaces=args.namespaces,
-                peering=args.peering,
-                liveness=args.liveness or None,
-                priority=args.priority,
-            )
+            try:
+                run(
+                    namespaces=args.namespaces,
+                    peering=args.peering,
+                    liveness=args.liveness or None,
+                    priority=args.priority,
+                    context=args.context,
+                )
+            except NoKubernetesApi as exc:
+                return _fail(str(exc), EXIT_USAGE)
             return 0
         if args.command == "aml":
             from retail_forecast.training import aml  # noqa: PLC0415

@@ -1,10 +1,11 @@
-"""Shared fixtures: a real Azurite for everything that talks to Azure Blob Storage, and a real model."""
+"""Shared fixtures: a real Azurite for everything that talks to Azure Blob Storage, a real model, and a
+real Kubernetes control plane."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from retail_forecast.core.schema import Freq
 from retail_forecast.training.pipeline import TrainConfig, train
 from retail_forecast.training.synth import synthesize
 from tests.azurite import Azurite, find_azurite_blob
+from tests.controlplane import AssetsMissing, ControlPlane, find_assets
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +77,30 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, sales_panel: Panel) -> P
     )
     train(sales_panel, DataReport(), out, config, progress=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager, once per session (about 10 s to start).
+
+    Skipped, with the reason, when KUBEBUILDER_ASSETS is unset (CI sets it, and fails on any skip).
+    """
+    try:
+        assets = find_assets()
+    except AssetsMissing as exc:
+        pytest.skip(str(exc))
+    with ControlPlane(tmp_path_factory.mktemp("control-plane"), assets) as plane:
+        yield plane
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """With FORECAST_CI_NO_SKIP=1 (.ci/run sets it) a skipped test fails: CI must never pass silently."""
+    report: pytest.TestReport = yield
+    if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("FORECAST_CI_NO_SKIP") == "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and FORECAST_CI_NO_SKIP=1 forbids skips: {reason}"
+    return report

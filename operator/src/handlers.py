@@ -13,9 +13,10 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, Final, cast
 
 import kopf
+import kubernetes.client
 
 from retail_forecast.operator import resources as res
-from retail_forecast.operator.kube import Credentials, Kube
+from retail_forecast.operator.kube import Kube, authorization, load_configuration
 from retail_forecast.operator.reconcile import Reconciler, TransientError
 from retail_forecast.operator.rollout import Event
 
@@ -32,24 +33,40 @@ def _emit(body: dict[str, Any], event: Event) -> None:
     kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
 
 
+def use_context(context: str | None) -> None:
+    """The kubeconfig context to run with (`forecast operator --context`); None: in-cluster or current."""
+    _state["context"] = context
+
+
 def reconciler() -> Reconciler:
     found = _state.get("reconciler")
     if found is None:
-        found = _state["reconciler"] = Reconciler(Kube(Credentials.discover()), _emit)
+        configuration = load_configuration(_state.get("context"))
+        found = _state["reconciler"] = Reconciler(Kube(configuration), _emit)
     assert isinstance(found, Reconciler)
     return found
 
 
+def connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's view of a `kubernetes` Configuration: the server, TLS, and the Authorization header."""
+    header = authorization(configuration)
+    scheme, token = header.split(" ", 1) if header and " " in header else (None, header)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
-    credentials = Credentials.discover()
-    return kopf.ConnectionInfo(
-        server=credentials.server,
-        token=credentials.bearer(),
-        ca_path=credentials.ca_file,
-        insecure=credentials.insecure,
-        scheme="Bearer" if credentials.token else None,
-    )
+    """The same credentials as the reconciler's client; kopf asks again after a 401, so a rotated token
+    or an expired exec credential is read afresh."""
+    return connection_info(load_configuration(_state.get("context")))
 
 
 @kopf.on.startup()

@@ -1,22 +1,23 @@
 """A small async Kubernetes API client: exactly the calls the operator makes, with real API semantics.
 
 Writes are merge patches guarded by `metadata.resourceVersion` where a lost update would matter (status),
-so a concurrent writer gets a 409 and the caller retries with a fresh read. The same credentials serve
-kopf (through its login handler) and this client.
+so a concurrent writer gets a 409 and the caller retries with a fresh read. Credentials are the
+`kubernetes` package's (in-cluster service account, else a kubeconfig): the same Configuration serves
+kopf (through its login handler) and this client, so nothing here parses a token, a certificate or a
+kubeconfig itself.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 import aiohttp
+import kubernetes.client
+import kubernetes.config
 
-SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH: Final = "application/merge-patch+json"
 
 
@@ -35,39 +36,50 @@ class Conflict(ApiError):  # noqa: N818
     pass
 
 
-@dataclass(frozen=True)
-class Credentials:
-    server: str
-    token: str | None = None
-    ca_file: str | None = None
-    insecure: bool = False
-    token_file: str | None = None
+class NoKubernetesApi(RuntimeError):  # noqa: N818 - a plain statement of the problem
+    pass
 
-    def bearer(self) -> str | None:
-        """The current token: projected service-account tokens are rotated in place by the kubelet."""
-        if self.token_file is not None:
-            return Path(self.token_file).read_text().strip()
-        return self.token
 
-    @classmethod
-    def discover(cls) -> Credentials:
-        """In-cluster service account; or FORECAST_KUBE_SERVER (+ token) for local runs and tests."""
-        explicit = os.environ.get("FORECAST_KUBE_SERVER")
-        if explicit:
-            return cls(
-                server=explicit.rstrip("/"),
-                token=os.environ.get("FORECAST_KUBE_TOKEN"),
-                insecure=os.environ.get("FORECAST_KUBE_INSECURE", "") == "true",
-            )
-        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-        if host and port:
-            return cls(
-                server=f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}",
-                token=(SERVICE_ACCOUNT / "token").read_text().strip(),
-                ca_file=str(SERVICE_ACCOUNT / "ca.crt"),
-                token_file=str(SERVICE_ACCOUNT / "token"),
-            )
-        raise RuntimeError("no Kubernetes API: not in a cluster and FORECAST_KUBE_SERVER is not set")
+def load_configuration(context: str | None = None) -> kubernetes.client.Configuration:
+    """In-cluster service account first; else KUBECONFIG (or ~/.kube/config) at its current context.
+
+    A named `context` always means the kubeconfig. Read at call time (not at import), so a login retried
+    after a 401 sees a rotated token or a re-run exec plugin.
+    """
+    configuration = kubernetes.client.Configuration()
+    if context is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException:
+            pass
+        else:
+            return configuration
+    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    try:
+        kubernetes.config.load_kube_config(
+            config_file=path, context=context, client_configuration=configuration, persist_config=False
+        )
+    except kubernetes.config.ConfigException as exc:
+        raise NoKubernetesApi(
+            f"no Kubernetes API: not in a cluster, and the kubeconfig ({path}) gives none: {exc}"
+        ) from None
+    return configuration
+
+
+def authorization(configuration: kubernetes.client.Configuration) -> str | None:
+    """The Authorization header the configuration asks for (refreshing a rotated or expired token)."""
+    bearer = configuration.auth_settings().get("BearerToken")
+    return None if bearer is None else str(bearer["value"])
+
+
+def ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLContext | bool:
+    """TLS as the configuration says: its CA (else the system's) and client certificate; False: insecure."""
+    if not configuration.verify_ssl:
+        return False
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    return context
 
 
 def api_path(group: str, version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
@@ -79,21 +91,15 @@ def api_path(group: str, version: str, plural: str, namespace: str | None, name:
 
 
 class Kube:
-    def __init__(self, credentials: Credentials) -> None:
-        self.credentials = credentials
+    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
+        self.configuration = configuration
         self._session: aiohttp.ClientSession | None = None
 
     async def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            context: ssl.SSLContext | bool = True
-            if self.credentials.insecure:
-                context = False
-            elif self.credentials.ca_file:
-                context = ssl.create_default_context(cafile=self.credentials.ca_file)
             self._session = aiohttp.ClientSession(
-                base_url=self.credentials.server,
                 headers={"Accept": "application/json"},
-                connector=aiohttp.TCPConnector(ssl=context),
+                connector=aiohttp.TCPConnector(ssl=ssl_context(self.configuration)),
                 timeout=aiohttp.ClientTimeout(total=30),
             )
         return self._session
@@ -112,11 +118,11 @@ class Kube:
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         session = await self._client()
-        url = path + (f"?{urlencode(params)}" if params else "")
+        url = self.configuration.host.rstrip("/") + path + (f"?{urlencode(params)}" if params else "")
         headers = {"Content-Type": content_type}
-        token = self.credentials.bearer()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        header = authorization(self.configuration)
+        if header:
+            headers["Authorization"] = header
         async with session.request(method, url, json=body, headers=headers) as response:
             payload: dict[str, Any] = (
                 await response.json(content_type=None) if response.content_length != 0 else {}

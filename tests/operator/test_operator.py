@@ -14,27 +14,24 @@ import copy
 import logging
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import kmock
 import kopf
 import pytest
 import pytest_asyncio
+import yaml
 
-from retail_forecast.core.data import build_panel, validate_sales
-from retail_forecast.core.schema import Freq
-from retail_forecast.core.store import open_store
 from retail_forecast.operator import handlers
 from retail_forecast.operator import resources as res
 from retail_forecast.operator.reconcile import Reconciler
 from retail_forecast.operator.rollout import Event
-from retail_forecast.training.pipeline import TrainConfig, train
-from retail_forecast.training.synth import synthesize
 from tests.azurite import Azurite
+from tests.operator.conftest import Store
 from tests.operator.kube import (
     DEPLOYMENTS,
     FORECASTMODELS,
@@ -53,43 +50,6 @@ IMAGE: Final = "registry.local/inference:1"
 WRITES: Final = {"POST", "PUT", "PATCH", "DELETE"}
 OWNED: Final = {"forecastmodels", "deployments", "services", "horizontalpodautoscalers", "events"}
 T = TypeVar("T")
-
-
-# -- the model store ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Store:
-    uri: str
-    sha: dict[str, str]
-    connection_string: str
-
-
-@pytest.fixture(scope="session")
-def store(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """One tiny real model, published as versions "1" and "2" to an Azurite container (once per session)."""
-    frame = validate_sales(synthesize(stores=2, items=6, periods=240, freq=Freq.DAILY, seed=11))
-    panel, report = build_panel(frame, Freq.DAILY)
-    out = tmp_path_factory.mktemp("operator-model")
-    # Small on purpose (a couple of seconds): the operator reads the manifest, it never runs the model.
-    config = TrainConfig(
-        horizon=14,
-        folds=2,
-        trials=1,
-        max_rows=5_000,
-        search_rows=3_000,
-        name="demand",
-        version="1",
-        fixed_params={"max_iter": 30},
-    )
-    train(panel, report, out, config, progress=lambda _: None)
-    uri = f"azureblob://ops-{uuid.uuid4().hex[:20]}/models"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
-        env.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
-        published = open_store(uri)
-        sha = {version: published.publish(out, "demand", version).sha256 for version in ("1", "2")}
-    yield Store(uri, sha, azurite.connection_string)
 
 
 def forecast_model(
@@ -209,9 +169,21 @@ def _reset_handlers() -> None:
 
 
 @pytest_asyncio.fixture
-async def operator(kube: ApiServer, store: Store, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Operator]:
-    monkeypatch.setenv("FORECAST_KUBE_SERVER", str(kube.url))
-    monkeypatch.delenv("FORECAST_KUBE_TOKEN", raising=False)
+async def operator(
+    kube: ApiServer, store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[Operator]:
+    # The emulator speaks plain HTTP without authentication: a kubeconfig with a server and nothing else.
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": str(kube.url)}}],
+        "users": [{"name": "anonymous", "user": {}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "anonymous"}}],
+        "current-context": "emulator",
+    }
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", store.connection_string)
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
     op = Operator(kube)

@@ -57,10 +57,11 @@ helm.sh/chart: {{ include "forecast-operator.chart" . }}
 {{/*
 RBAC rules on namespaced resources: exactly the API calls of operator/src (reconcile.py, kube.py,
 handlers.py) and of kopf (events, namespaced peering). Shared by the ClusterRole (all namespaces)
-and the per-namespace Roles. tests/charts/test_chart.py keeps an identical table.
+and the per-namespace Roles. tests/operator/test_chart_rbac.py runs the operator under them on a
+real API server: every rule must be used, and nothing used may be missing.
 */}}
 {{- define "forecast-operator.namespacedRules" -}}
-# ForecastModels: kopf watches them (list+watch); the reconciler reads one (get) and the sweep lists them.
+# ForecastModels: kopf lists and watches them; the reconciler reads one (get).
 - apiGroups: [retailforecast.io]
   resources: [forecastmodels]
   verbs: [get, list, watch]

@@ -1,0 +1,63 @@
+"""The forecast-operator chart, rendered offline with helm-python-sdk (Helm's own Go library, no cluster)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any, Final
+
+import helm_python
+import yaml
+
+ROOT: Final = Path(__file__).resolve().parents[2]
+CHART: Final = ROOT / "charts" / "forecast-operator"
+K8S: Final = ROOT / "k8s"
+RELEASE: Final = "forecast-operator"
+NAMESPACE: Final = "forecast-system"
+PEERING: Final = "forecast-operator"
+
+Obj = dict[str, Any]
+
+
+@functools.cache
+def _render(values_json: str) -> tuple[dict[str, str], tuple[Obj, ...]]:
+    chart = helm_python.Chart.load(str(CHART))
+    files = chart.render(json.loads(values_json), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: list[Obj] = []
+    for path in sorted(files):
+        if path.endswith(".yaml"):
+            objects.extend(o for o in yaml.safe_load_all(files[path]) if o)
+    return files, tuple(objects)
+
+
+def render(values: Obj | None = None) -> list[Obj]:
+    """Rendered objects; copies, so a test cannot change another's."""
+    return copy.deepcopy(list(_render(json.dumps(values or {}, sort_keys=True))[1]))
+
+
+def notes(values: Obj | None = None) -> str:
+    files = _render(json.dumps(values or {}, sort_keys=True))[0]
+    return next(text for path, text in files.items() if path.endswith("NOTES.txt"))
+
+
+def load_yaml(path: Path) -> list[Obj]:
+    return [o for o in yaml.safe_load_all(path.read_text()) if o]
+
+
+def crd_objects() -> list[Obj]:
+    """The chart's CRDs (crds/: the ForecastModel and kopf's peering kinds)."""
+    return [o for path in sorted((CHART / "crds").glob("*.yaml")) for o in load_yaml(path)]
+
+
+def rule_table(role: Obj) -> dict[tuple[str, str, str], frozenset[str]]:
+    """(apiGroup, resource, resourceName or "" for any) -> verbs, over a Role's or ClusterRole's rules."""
+    table: dict[tuple[str, str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "nonResourceURLs" not in rule, "discovery is allowed to every authenticated user already"
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for name in rule.get("resourceNames") or [""]:
+                    table.setdefault((group, resource, name), set()).update(rule["verbs"])
+    return {k: frozenset(v) for k, v in table.items()}
