@@ -31,7 +31,14 @@ from retail_forecast.core.schema import DataError
 from retail_forecast.inference.batching import COALESCE_ROWS, OFFLOAD_ROWS, Batcher
 from retail_forecast.inference.forecast import ForecastInputError, ForecastRequest, ForecastResponse, forecast
 from retail_forecast.inference.model import LoadedModel, load_model
-from retail_forecast.inference.observability import Metrics, ObservabilityMiddleware, Receive, Scope, Send
+from retail_forecast.inference.observability import (
+    Metrics,
+    ObservabilityMiddleware,
+    Receive,
+    Scope,
+    Send,
+    error_body,
+)
 
 logger = logging.getLogger("retail_forecast.inference")
 JSON_TYPE: Final = "application/json"
@@ -61,12 +68,8 @@ class BadRequest(Exception):  # noqa: N818 - an HTTP outcome, not a programming 
         self.status = status
 
 
-def _error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
-
-
 def _error(message: str, status: int) -> Response:
-    return Response(_error_body(message), status_code=status, media_type=JSON_TYPE)
+    return Response(error_body(message), status_code=status, media_type=JSON_TYPE)
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -379,7 +382,7 @@ def create_app(
                 return  # the client went away
             answer = await score(scope["path_params"]["name"], body)
         except BadRequest as exc:
-            status, answer = exc.status, _error_body(str(exc))
+            status, answer = exc.status, error_body(str(exc))
         await send(
             {
                 "type": "http.response.start",
