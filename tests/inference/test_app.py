@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from retail_forecast.core.data import Panel
 from retail_forecast.core.manifest import Manifest, sha256_file
 from retail_forecast.inference.app import create_app
+from retail_forecast.inference.limits import Limits
 from retail_forecast.inference.observability import JsonFormatter
 
 from .conftest import wait_ready
@@ -276,3 +277,15 @@ def test_an_unexpected_failure_is_a_500_in_the_error_shape_with_the_request_id(
         assert 'forecast_http_requests_total{method="POST",route="/v1/forecast",status="500"} 1.0' in metrics
         # the failure was the request's, not the server's
         assert test_client.get("/v2/health/ready").status_code == 200
+
+
+def test_a_history_limit_below_what_the_model_reads_keeps_it_from_ready(model_dir: Path) -> None:
+    """No forecast request could ever be served: a configuration error, caught before traffic."""
+    with TestClient(create_app(model_dir, limits=Limits(max_history_periods=10))) as test_client:
+        for _ in range(400):
+            if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
+                break
+            time.sleep(0.025)
+        ready = test_client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert "max_history_periods 10 is below the model's min_history 56" in ready.json()["reason"]

@@ -7,6 +7,7 @@ let in-flight requests finish and end the process with exit code 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
@@ -24,8 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from retail_forecast.core.data import Panel
 from retail_forecast.core.manifest import Manifest
+from retail_forecast.inference.limits import Limits
 
-from .live import Service, forecast_series, infer_body
+from .live import PeakMemory, Service, forecast_series, infer_body
 
 WORKERS: Final = 16
 REQUESTS_PER_WORKER: Final = 50
@@ -319,3 +321,88 @@ def test_a_sigterm_repeated_after_the_drain_still_exits_0(model_dir: Path, tmp_p
             time.sleep(0.01)
         service.process.send_signal(signal.SIGTERM)  # a no-op if the process is already gone
         assert service.terminate() == 0, service.output()
+
+
+# -------------------------------------------------------------------------------------------- overload
+
+
+def _sparse_date_attack(n_series: int) -> bytes:
+    """The issue's attack: each history three points long, its dates 250 years apart."""
+    history = [{"date": d, "sales": 1.0} for d in ("1900-01-01", "1900-01-02", "2150-01-01")]
+    return orjson.dumps(
+        {"series": [{"store_id": "s", "item_id": f"i{k}", "history": history} for k in range(n_series)]}
+    )
+
+
+@pytest.mark.parametrize("n_series", [40, Limits().max_forecast_series], ids=["6.5KB", "160KB"])
+def test_the_sparse_date_attack_is_refused_at_once_without_growing_the_server(
+    model_dir: Path, tmp_path: Path, n_series: int
+) -> None:
+    body = _sparse_date_attack(n_series)
+    args = ["--model-dir", str(model_dir), "--no-access-log", "--shutdown-delay", "0"]
+    with (
+        Service(args, tmp_path / "serve.log") as service,
+        httpx.Client(base_url=service.url, timeout=60) as client,
+    ):
+        service.wait_ready()
+        with PeakMemory(service.process.pid) as memory:
+            started = time.perf_counter()
+            response = client.post("/v1/forecast", content=body)
+            elapsed = time.perf_counter() - started
+        assert response.status_code == 422, response.text
+        assert "history spans 91312 periods" in response.json()["error"]
+        growth = memory.growth_mib
+        print(
+            f"attack of {len(body)} bytes: {response.status_code} in {elapsed:.3f} s, RSS +{growth:.1f} MiB"
+        )
+        assert elapsed < 1.0  # the issue's bound for the attack: it took 1.3 s and 502 MB
+        assert memory.growth_mib < 50
+
+
+async def _endless_chunked_body(port: int, path: str) -> tuple[int, bytes]:
+    """POST a chunked body that never ends; return the answer the server gives while it is still coming."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+    )
+    chunk = b" " * 16384
+
+    async def keep_sending() -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+
+    sending = asyncio.create_task(keep_sending())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
+        headers = {
+            k.strip().lower(): v
+            for k, v in (line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+        }
+        payload = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), timeout=60)
+    finally:
+        sending.cancel()
+        writer.close()
+    return int(head.split(b" ", 2)[1]), payload
+
+
+def test_an_endless_forecast_body_is_refused_while_it_is_read(model_dir: Path, tmp_path: Path) -> None:
+    limit = 100_000
+    args = [
+        "--model-dir",
+        str(model_dir),
+        "--no-access-log",
+        "--shutdown-delay",
+        "0",
+        "--max-forecast-bytes",
+        str(limit),
+    ]
+    with Service(args, tmp_path / "serve.log") as service:
+        service.wait_ready()
+        status, payload = asyncio.run(_endless_chunked_body(service.port, "/v1/forecast"))
+        assert status == 413, payload
+        assert orjson.loads(payload) == {"error": f"request body exceeds the limit of {limit} bytes"}
