@@ -3,7 +3,8 @@
 The v2 infer route is plain ASGI on the hot path, where HTTP and JSON, not the model, are the cost: it
 reads the body with simdjson, scores through the batcher (requests that wait together run together)
 and answers with orjson bytes. /v1/forecast is plain ASGI too, so that its body is bounded while it is
-read, before anything parses it. Everything else uses ordinary FastAPI routes.
+read, before anything parses it. Both are admitted or refused from their headers (`Admission`).
+Everything else uses ordinary FastAPI routes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retail_forecast import __version__
 from retail_forecast.core.schema import DataError
+from retail_forecast.inference.admission import REASONS, Admission, Overloaded
 from retail_forecast.inference.batching import COALESCE_ROWS, OFFLOAD_ROWS, Batcher
 from retail_forecast.inference.forecast import (
     ForecastInputError,
@@ -39,7 +41,7 @@ from retail_forecast.inference.forecast import (
     forecast,
     request_model,
 )
-from retail_forecast.inference.limits import Limits
+from retail_forecast.inference.limits import RETRY_AFTER_SECONDS, Limits
 from retail_forecast.inference.model import LoadedModel, load_model
 from retail_forecast.inference.observability import (
     Metrics,
@@ -77,8 +79,15 @@ class BadRequest(Exception):  # noqa: N818 - an HTTP outcome, not a programming 
         self.status = status
 
 
+def _retry_headers(status: int) -> dict[str, str]:
+    """A 503 (overloaded, or no model yet) tells the client when to try again."""
+    return {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+
+
 def _error(message: str, status: int) -> Response:
-    return Response(error_body(message), status_code=status, media_type=JSON_TYPE)
+    return Response(
+        error_body(message), status_code=status, media_type=JSON_TYPE, headers=_retry_headers(status)
+    )
 
 
 def invalid_request(errors: Sequence[Mapping[str, Any]], skip: int = 0) -> BadRequest:
@@ -218,24 +227,29 @@ class ScoringRoute:
     the body, and its work."""
 
     route: APIRoute
-    # before the body: the refusals that need none (unknown model, no model yet), then the largest body
-    # the request may send
+    # before the body: the refusals that need none (unknown model, no model yet, a full model queue),
+    # then the largest body the request may send
     before_body: Callable[[Scope], int]
     work: Work
 
 
 class ScoringPaths:
     """Sends POSTs to the scoring routes straight to their handlers, past Starlette's exception and routing
-    layers (which cost as much as scoring a small batch).
+    layers (which cost as much as scoring a small batch), through admission control.
 
     Inside the observability middleware (which still counts, times and logs them, by the same route
-    template); everything else takes the ordinary FastAPI path.
+    template); everything else, probes and /metrics included, takes the ordinary FastAPI path and is never
+    refused for load.
     """
 
-    def __init__(self, app: Any, infer: ScoringRoute, forecast: ScoringRoute) -> None:
+    def __init__(
+        self, app: Any, infer: ScoringRoute, forecast: ScoringRoute, admission: Admission, metrics: Metrics
+    ) -> None:
         self.app = app
         self.infer = infer
         self.forecast = forecast
+        self.admission = admission
+        self.rejected = {reason: metrics.rejected.labels(reason) for reason in REASONS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -252,7 +266,7 @@ class ScoringPaths:
         await self.app(scope, receive, send)
 
     async def serve(self, scoring: ScoringRoute, scope: Scope, receive: Receive, send: Send) -> None:
-        """Bound, read, work, answer; errors answer exactly as the `BadRequest` handler does."""
+        """Bound, admit, read, work, answer; errors answer exactly as the `BadRequest` handler does."""
         status = 200
         try:
             limit = scoring.before_body(scope)
@@ -261,13 +275,18 @@ class ScoringPaths:
                 raise BadRequest(
                     f"request body of {declared} bytes exceeds the limit of {limit} bytes", status=413
                 )
-            body = await read_body(receive, limit)
-            if body is None:
-                return  # the client went away
-            answer = await scoring.work(scope, body)
+            with self.admission.admit(limit if declared is None else declared):
+                body = await read_body(receive, limit)
+                if body is None:
+                    return  # the client went away
+                answer = await scoring.work(scope, body)
+        except Overloaded as exc:
+            self.rejected[exc.reason].inc()
+            status, answer = 503, error_body(str(exc))
         except BadRequest as exc:
             status, answer = exc.status, error_body(str(exc))
         headers = [(b"content-type", JSON_TYPE_BYTES), (b"content-length", b"%d" % len(answer))]
+        headers += [(k.encode(), v.encode()) for k, v in _retry_headers(status).items()]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
 
@@ -282,8 +301,9 @@ def create_app(
 ) -> FastAPI:
     metrics = Metrics()
     state = ModelState()
+    admission = Admission(limits.max_concurrency, limits.max_inflight_bytes)
     # forecasts parse and build features off the event loop, on threads of their own (made per lifespan);
-    # forecasts beyond their number wait for one
+    # admitted forecasts beyond their number wait for one, holding only their bodies (admission counts them)
     forecast_threads: ThreadPoolExecutor | None = None
 
     def load() -> None:
@@ -302,7 +322,9 @@ def create_app(
             manifest = model.manifest
             metrics.golden_deviation.set(deviation)
             metrics.info.info({"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256})
-            state.batcher = Batcher(model.predict, coalesce_rows, OFFLOAD_ROWS, metrics.batch_rows.observe)
+            state.batcher = Batcher(
+                model.predict, coalesce_rows, OFFLOAD_ROWS, limits.max_queue_rows, metrics.batch_rows.observe
+            )
             state.model = model
             metrics.state.state("ready")
             logger.info(
@@ -410,7 +432,9 @@ def create_app(
         model = served(name)
         return _json({"name": model.manifest.name, "ready": True})
 
-    busy: dict[int | str, dict[str, Any]] = {503: {"description": "no model yet"}}
+    busy: dict[int | str, dict[str, Any]] = {
+        503: {"description": "no model yet, or the server is full: retry after Retry-After seconds"}
+    }
 
     @app.post(
         "/v2/models/{name}/infer",
@@ -432,7 +456,10 @@ def create_app(
     v2_rows = metrics.rows.labels("v2")
 
     def before_infer_body(scope: Scope) -> int:
-        return limits.infer_body_bytes(served(scope["path_params"]["name"]).n_features)
+        model = served(scope["path_params"]["name"])
+        assert state.batcher is not None  # set before the model: a served model has one
+        state.batcher.check_room()
+        return limits.infer_body_bytes(model.n_features)
 
     async def score(scope: Scope, body: bytes) -> bytes:
         model = served(scope["path_params"]["name"])
@@ -506,6 +533,8 @@ def create_app(
         ScoringPaths,
         infer=ScoringRoute(routes[infer], before_infer_body, score),
         forecast=ScoringRoute(routes[forecast_route], before_forecast_body, forecast_work),
+        admission=admission,
+        metrics=metrics,
     )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
     return app

@@ -23,6 +23,8 @@ INFER_ENVELOPE_BYTES: Final = 65536
 HISTORY_LIMIT_MULTIPLE: Final = 4
 DEFAULT_MAX_HISTORY_PERIODS: Final = HISTORY_LIMIT_MULTIPLE * max(spec.min_history for spec in SPECS.values())
 MIB: Final = 1 << 20
+# What a client refused as overloaded is told to wait before it retries, in seconds.
+RETRY_AFTER_SECONDS: Final = 1
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,10 @@ class Limits:
     max_history_periods: int = DEFAULT_MAX_HISTORY_PERIODS
     max_forecast_bytes: int = 4 * MIB
     # at once
+    max_concurrency: int = 64
+    max_inflight_bytes: int = 64 * MIB
     max_concurrent_forecasts: int = 1
+    max_queue_rows: int = 32768
 
     def infer_body_bytes(self, n_features: int) -> int:
         """Bytes an infer body may take: generous JSON for the largest batch the limit allows."""

@@ -14,6 +14,8 @@ from typing import Any, Final
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
 
+from retail_forecast.inference.admission import REASONS
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -69,6 +71,14 @@ class Metrics:
             registry=self.registry,
         )
         self.info = Info("forecast_model", "The served model", registry=self.registry)
+        self.rejected = Counter(
+            "forecast_requests_rejected",
+            "Scoring requests refused with 503 because the server was full, by the limit that was reached",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REASONS:  # present at 0 from the start, so a rate() sees the first refusal
+            self.rejected.labels(reason)
 
 
 def error_body(message: str, **fields: str) -> bytes:

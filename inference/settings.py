@@ -42,10 +42,23 @@ class ServeSettings(BaseSettings):
     max_forecast_bytes: int = Field(
         DEFAULT.max_forecast_bytes, ge=1, description="largest /v1/forecast body, refused while it is read"
     )
+    max_concurrency: int = Field(
+        DEFAULT.max_concurrency,
+        ge=1,
+        description="scoring requests served at once (v2 infer and /v1/forecast)",
+    )
+    max_inflight_bytes: int = Field(
+        DEFAULT.max_inflight_bytes,
+        ge=1,
+        description="request body bytes those may hold at once, reserved from their Content-Length",
+    )
     max_concurrent_forecasts: int = Field(
         DEFAULT.max_concurrent_forecasts,
         ge=1,
         description="/v1/forecast requests parsed and computed at once (threads); more wait for one",
+    )
+    max_queue_rows: int = Field(
+        DEFAULT.max_queue_rows, ge=1, description="feature rows that may wait for the model"
     )
     coalesce_rows: int = Field(
         COALESCE_ROWS,

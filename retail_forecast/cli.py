@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-history-periods": "periods /v1/forecast histories may span, per series and together",
         "--max-forecast-bytes": "bytes of a /v1/forecast body",
         "--max-concurrent-forecasts": "/v1/forecast requests computed at once (threads)",
+        "--max-concurrency": "scoring requests in progress; more get 503",
+        "--max-inflight-bytes": "request body bytes held at once; more get 503",
+        "--max-queue-rows": "rows waiting for the model before requests get 503",
     }
     for flag, what in limits.items():
         serve.add_argument(flag, type=_positive_int, default=None, help=f"most {what}")
@@ -334,7 +337,10 @@ SERVE_FIELDS = (
     "max_forecast_series",
     "max_history_periods",
     "max_forecast_bytes",
+    "max_concurrency",
+    "max_inflight_bytes",
     "max_concurrent_forecasts",
+    "max_queue_rows",
     "coalesce_rows",
     "intra_op_threads",
     "log_level",

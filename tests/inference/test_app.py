@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from retail_forecast.core.data import Panel
 from retail_forecast.core.manifest import Manifest, sha256_file
+from retail_forecast.inference.admission import REASONS
 from retail_forecast.inference.app import create_app
 from retail_forecast.inference.limits import Limits
 from retail_forecast.inference.observability import JsonFormatter
@@ -277,6 +278,29 @@ def test_an_unexpected_failure_is_a_500_in_the_error_shape_with_the_request_id(
         assert 'forecast_http_requests_total{method="POST",route="/v1/forecast",status="500"} 1.0' in metrics
         # the failure was the request's, not the server's
         assert test_client.get("/v2/health/ready").status_code == 200
+
+
+def test_a_503_says_when_to_retry(model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "tampered"
+    shutil.copytree(model_dir, broken)
+    with (broken / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with TestClient(create_app(broken)) as test_client:
+        for method, path in [
+            ("POST", "/v2/models/demand/infer"),
+            ("POST", "/v1/forecast"),
+            ("GET", "/v2/models/demand"),
+        ]:
+            response = test_client.request(method, path, json={} if method == "POST" else None)
+            assert response.status_code == 503, (path, response.text)
+            assert response.headers["retry-after"] == "1"
+            assert isinstance(response.json()["error"], str)
+
+
+def test_refusals_for_load_are_counted_from_zero(client: TestClient) -> None:
+    metrics = client.get("/metrics").text
+    for reason in REASONS:
+        assert f'forecast_requests_rejected_total{{reason="{reason}"}} 0.0' in metrics
 
 
 def test_a_history_limit_below_what_the_model_reads_keeps_it_from_ready(model_dir: Path) -> None:
