@@ -2,7 +2,9 @@
 
 The v2 infer route is plain ASGI on the hot path, where HTTP and JSON, not the model, are the cost: it
 reads the body with simdjson, scores through the batcher (requests that wait together run together)
-and answers with orjson bytes. Everything else uses ordinary FastAPI models.
+and answers with orjson bytes. /v1/forecast is plain ASGI too, so that its body is bounded while it is
+read, before anything parses it. Both are admitted or refused from their headers (`Admission`).
+Everything else uses ordinary FastAPI routes.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,22 +27,37 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retail_forecast import __version__
 from retail_forecast.core.schema import DataError
+from retail_forecast.inference.admission import REASONS, Admission, Overloaded
 from retail_forecast.inference.batching import COALESCE_ROWS, OFFLOAD_ROWS, Batcher
-from retail_forecast.inference.forecast import ForecastInputError, ForecastRequest, ForecastResponse, forecast
+from retail_forecast.inference.forecast import (
+    ForecastInputError,
+    ForecastRequest,
+    ForecastResponse,
+    forecast,
+    request_model,
+)
+from retail_forecast.inference.limits import RETRY_AFTER_SECONDS, Limits
 from retail_forecast.inference.model import LoadedModel, load_model
-from retail_forecast.inference.observability import Metrics, ObservabilityMiddleware, Receive, Scope, Send
+from retail_forecast.inference.observability import (
+    Metrics,
+    ObservabilityMiddleware,
+    Receive,
+    Scope,
+    Send,
+    error_body,
+)
 
 logger = logging.getLogger("retail_forecast.inference")
 JSON_TYPE: Final = "application/json"
 JSON_TYPE_BYTES: Final = JSON_TYPE.encode()
-# An infer body may take this many bytes per value of its largest allowed batch: a float printed at full
-# precision with its separator ("-1.2345678901234567e-05, ") takes 25.
-JSON_BYTES_PER_VALUE: Final = 32
 DATATYPE: Final = "FP32"
+# A validation error lists at most this many problems: enough to fix a request, bounded for a large one.
+MAX_LISTED_PROBLEMS: Final = 10
 
 
 @dataclass
@@ -61,12 +79,27 @@ class BadRequest(Exception):  # noqa: N818 - an HTTP outcome, not a programming 
         self.status = status
 
 
-def _error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
+def _retry_headers(status: int) -> dict[str, str]:
+    """A 503 (overloaded, or no model yet) tells the client when to try again."""
+    return {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
 
 
 def _error(message: str, status: int) -> Response:
-    return Response(_error_body(message), status_code=status, media_type=JSON_TYPE)
+    return Response(
+        error_body(message), status_code=status, media_type=JSON_TYPE, headers=_retry_headers(status)
+    )
+
+
+def invalid_request(errors: Sequence[Mapping[str, Any]], skip: int = 0) -> BadRequest:
+    """pydantic's errors as one message naming each field; a list over its limit makes it a 413.
+
+    `skip` drops leading location parts (FastAPI's "body"/"path").
+    """
+    problems = [f"{'.'.join(str(p) for p in err['loc'][skip:]) or 'body'}: {err['msg']}" for err in errors]
+    more = len(problems) - MAX_LISTED_PROBLEMS
+    message = "; ".join(problems[:MAX_LISTED_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+    too_long = any(err["type"] == "too_long" for err in errors)  # lists: series, history
+    return BadRequest(message, status=413 if too_long else 422)
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -174,48 +207,110 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length (the server has checked it is a number), or None if chunked."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            return int(value)
+    return None
+
+
 INFER_PATH: Final = re.compile(r"^/v2/models/([^/]+)/infer$")
+FORECAST_PATH: Final = "/v1/forecast"
+# A scoring handler: (scope, body) -> the 200 answer's bytes; every refusal is a `BadRequest`.
+Work = Callable[[Scope, bytes], Awaitable[bytes]]
 
 
-class InferFastPath:
-    """Sends v2 infer requests straight to their handler, past Starlette's exception and routing layers.
+@dataclass(frozen=True)
+class ScoringRoute:
+    """A POST route served as plain ASGI: its FastAPI declaration (OpenAPI, 405s), what it checks before
+    the body, and its work."""
+
+    route: APIRoute
+    # before the body: the refusals that need none (unknown model, no model yet, a full model queue),
+    # then the largest body the request may send
+    before_body: Callable[[Scope], int]
+    work: Work
+
+
+class ScoringPaths:
+    """Sends POSTs to the scoring routes straight to their handlers, past Starlette's exception and routing
+    layers (which cost as much as scoring a small batch), through admission control.
 
     Inside the observability middleware (which still counts, times and logs them, by the same route
-    template); everything else takes the ordinary FastAPI path.
+    template); everything else, probes and /metrics included, takes the ordinary FastAPI path and is never
+    refused for load.
     """
 
-    def __init__(self, app: Any, route: APIRoute, handler: Any) -> None:
+    def __init__(
+        self, app: Any, infer: ScoringRoute, forecast: ScoringRoute, admission: Admission, metrics: Metrics
+    ) -> None:
         self.app = app
-        self.route = route
-        self.handler = handler
+        self.infer = infer
+        self.forecast = forecast
+        self.admission = admission
+        self.rejected = {reason: metrics.rejected.labels(reason) for reason in REASONS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
+            if scope["path"] == FORECAST_PATH:
+                scope["route"] = self.forecast.route
+                await self.serve(self.forecast, scope, receive, send)
+                return
             match = INFER_PATH.match(scope["path"])
             if match is not None:
-                scope["route"] = self.route
+                scope["route"] = self.infer.route
                 scope["path_params"] = {"name": match.group(1)}
-                await self.handler(scope, receive, send)
+                await self.serve(self.infer, scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    async def serve(self, scoring: ScoringRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        """Bound, admit, read, work, answer; errors answer exactly as the `BadRequest` handler does."""
+        status = 200
+        try:
+            limit = scoring.before_body(scope)
+            declared = declared_length(scope)
+            if declared is not None and declared > limit:
+                raise BadRequest(
+                    f"request body of {declared} bytes exceeds the limit of {limit} bytes", status=413
+                )
+            with self.admission.admit(limit if declared is None else declared):
+                body = await read_body(receive, limit)
+                if body is None:
+                    return  # the client went away
+                answer = await scoring.work(scope, body)
+        except Overloaded as exc:
+            self.rejected[exc.reason].inc()
+            status, answer = 503, error_body(str(exc))
+        except BadRequest as exc:
+            status, answer = exc.status, error_body(str(exc))
+        headers = [(b"content-type", JSON_TYPE_BYTES), (b"content-length", b"%d" % len(answer))]
+        headers += [(k.encode(), v.encode()) for k, v in _retry_headers(status).items()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
 
 
 def create_app(
     model_dir: Path,
     *,
-    max_batch_rows: int = 8192,
+    limits: Limits = Limits(),  # noqa: B008 - frozen
     coalesce_rows: int = COALESCE_ROWS,
-    max_forecast_series: int = 1000,
     intra_op_threads: int = 1,
     access_log: bool = True,
 ) -> FastAPI:
     metrics = Metrics()
     state = ModelState()
+    admission = Admission(limits.max_concurrency, limits.max_inflight_bytes)
+    # forecasts parse and build features off the event loop, on threads of their own (made per lifespan);
+    # admitted forecasts beyond their number wait for one, holding only their bodies (admission counts them)
+    forecast_threads: ThreadPoolExecutor | None = None
 
     def load() -> None:
         try:
             model = load_model(model_dir, intra_op_threads)
             metrics.load_seconds.set(model.load_seconds)
+            limits.check_model(model.manifest)
             deviation = model.self_check()
         except Exception as exc:
             state.error = f"model not served: {exc}"
@@ -227,7 +322,9 @@ def create_app(
             manifest = model.manifest
             metrics.golden_deviation.set(deviation)
             metrics.info.info({"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256})
-            state.batcher = Batcher(model.predict, coalesce_rows, OFFLOAD_ROWS, metrics.batch_rows.observe)
+            state.batcher = Batcher(
+                model.predict, coalesce_rows, OFFLOAD_ROWS, limits.max_queue_rows, metrics.batch_rows.observe
+            )
             state.model = model
             metrics.state.state("ready")
             logger.info(
@@ -245,11 +342,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nonlocal forecast_threads
+        forecast_threads = ThreadPoolExecutor(limits.max_concurrent_forecasts, thread_name_prefix="forecast")
         task = asyncio.create_task(asyncio.to_thread(load))  # live at once, ready after the self-check
         yield
         await task
         if state.batcher is not None:
             state.batcher.close()
+        forecast_threads.shutdown(wait=True)
 
     app = FastAPI(
         title="retail-forecast scoring service",
@@ -260,10 +360,14 @@ def create_app(
     app.state.model_state = state
     app.state.metrics = metrics
 
-    def served(name: str) -> LoadedModel:
+    def ready_model() -> LoadedModel:
         model = state.model
         if model is None:
             raise BadRequest(state.error or "model is loading", status=503)
+        return model
+
+    def served(name: str) -> LoadedModel:
+        model = ready_model()
         if name != model.manifest.name:
             raise BadRequest(
                 f"unknown model {name!r}; this server serves {model.manifest.name!r}", status=404
@@ -283,10 +387,8 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'][1:]) or 'body'}: {err['msg']}" for err in exc.errors()
-        )
-        return _error(problems, 422)
+        refusal = invalid_request(exc.errors(), skip=1)
+        return _error(str(refusal), refusal.status)
 
     @app.get("/v2/health/live", tags=["health"])
     async def live() -> dict[str, bool]:
@@ -330,6 +432,10 @@ def create_app(
         model = served(name)
         return _json({"name": model.manifest.name, "ready": True})
 
+    busy: dict[int | str, dict[str, Any]] = {
+        503: {"description": "no model yet, or the server is full: retry after Retry-After seconds"}
+    }
+
     @app.post(
         "/v2/models/{name}/infer",
         tags=["v2"],
@@ -339,21 +445,27 @@ def create_app(
         responses={
             400: {"description": "bad input"},
             404: {"description": "unknown model"},
-            413: {"description": "batch too large"},
+            413: {"description": f"more than {limits.max_batch_rows} rows, or a body too large for them"},
+            **busy,
         },
     )
     async def infer(name: str, request: Request) -> Response:
-        """Declares the route (OpenAPI, 405 for other methods); `InferFastPath` serves its POSTs."""
-        raise AssertionError("InferFastPath serves every POST to this route")  # pragma: no cover
+        """Declares the route (OpenAPI, 405 for other methods); `ScoringPaths` serves its POSTs."""
+        raise AssertionError("ScoringPaths serves every POST to this route")  # pragma: no cover
 
     v2_rows = metrics.rows.labels("v2")
 
-    async def score(name: str, body: bytes) -> bytes:
-        """The infer response body for a request body; every refusal is a `BadRequest`."""
-        model = served(name)
+    def before_infer_body(scope: Scope) -> int:
+        model = served(scope["path_params"]["name"])
+        assert state.batcher is not None  # set before the model: a served model has one
+        state.batcher.check_room()
+        return limits.infer_body_bytes(model.n_features)
+
+    async def score(scope: Scope, body: bytes) -> bytes:
+        model = served(scope["path_params"]["name"])
         batcher = state.batcher
         assert batcher is not None  # set before the model: a served model has one
-        rows, request_id = parse_infer(body, model, max_batch_rows)
+        rows, request_id = parse_infer(body, model, limits.max_batch_rows)
         predictions = await batcher.predict(rows)
         v2_rows.inc(len(rows))
         manifest = model.manifest
@@ -368,62 +480,61 @@ def create_app(
             response["id"] = request_id
         return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    async def infer_asgi(scope: Scope, receive: Receive, send: Send) -> None:
-        """Infer as plain ASGI, without FastAPI's per-request machinery (dependency solving, exception
-        wrapping, response objects), which costs as much as scoring a small batch. Errors answer exactly
-        as the `BadRequest` handler does."""
-        status = 200
-        try:
-            body = await read_body(receive, body_limit())
-            if body is None:
-                return  # the client went away
-            answer = await score(scope["path_params"]["name"], body)
-        except BadRequest as exc:
-            status, answer = exc.status, _error_body(str(exc))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", JSON_TYPE_BYTES), (b"content-length", b"%d" % len(answer))],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+    forecast_request = request_model(limits)
+    forecast_rows = metrics.rows.labels("forecast")
 
-    def body_limit() -> int:
-        """Bytes an infer body may take: generous JSON for the largest batch the limit allows."""
-        model = state.model
-        width = model.n_features if model is not None else 1
-        return max_batch_rows * width * JSON_BYTES_PER_VALUE + 65536
+    async def forecast_route(body: ForecastRequest) -> Response:
+        """Declares the route (OpenAPI, 405 for other methods); `ScoringPaths` serves its POSTs."""
+        raise AssertionError("ScoringPaths serves every POST to this route")  # pragma: no cover
 
-    (infer_route,) = [r for r in app.router.routes if isinstance(r, APIRoute) and r.endpoint is infer]
-
-    @app.post(
-        "/v1/forecast",
+    forecast_route.__annotations__["body"] = forecast_request  # this server's limits, in the schema
+    app.post(
+        FORECAST_PATH,
         tags=["forecast"],
         response_model=ForecastResponse,
-        responses={422: {"description": "a series the model cannot forecast"}},
-    )
-    async def forecast_route(body: ForecastRequest) -> Response:
-        model = state.model
-        if model is None:
-            raise BadRequest(state.error or "model is loading", status=503)
-        if len(body.series) > max_forecast_series:
-            raise BadRequest(
-                f"{len(body.series)} series exceed the limit of {max_forecast_series}", status=413
-            )
+        responses={
+            413: {"description": f"a body over {limits.max_forecast_bytes} bytes, or a list over its limit"},
+            422: {"description": "a series the model cannot forecast"},
+            **busy,
+        },
+    )(forecast_route)
+
+    def before_forecast_body(_: Scope) -> int:
+        ready_model()
+        return limits.max_forecast_bytes
+
+    def forecast_answer(model: LoadedModel, body: bytes) -> bytes:
+        """Parse and forecast: pandas and feature building take milliseconds per series, so this runs on
+        a forecast thread while the event loop answers v2 requests and probes."""
         try:
-            # pandas and feature building take milliseconds per series: off the event loop, so v2
-            # requests and probes are answered meanwhile
-            result = await asyncio.to_thread(forecast, model, body)
+            request = forecast_request.model_validate_json(body)
+        except ValidationError as exc:
+            raise invalid_request(exc.errors(include_url=False, include_input=False)) from None
+        try:
+            result = forecast(model, request, limits.max_history_periods)
         except (ForecastInputError, DataError) as exc:
             raise BadRequest(str(exc), status=422) from None
-        metrics.rows.labels("forecast").inc(sum(len(s.points) for s in result.forecasts))
-        return Response(result.model_dump_json(), media_type=JSON_TYPE)
+        forecast_rows.inc(sum(len(s.points) for s in result.forecasts))
+        return result.model_dump_json().encode()
+
+    async def forecast_work(_: Scope, body: bytes) -> bytes:
+        model = ready_model()
+        assert forecast_threads is not None  # made at startup, before any request
+        return await asyncio.get_running_loop().run_in_executor(
+            forecast_threads, forecast_answer, model, body
+        )
 
     @app.get("/metrics", tags=["metrics"], include_in_schema=True)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(InferFastPath, route=infer_route, handler=infer_asgi)
+    routes = {r.endpoint: r for r in app.router.routes if isinstance(r, APIRoute)}
+    app.add_middleware(
+        ScoringPaths,
+        infer=ScoringRoute(routes[infer], before_infer_body, score),
+        forecast=ScoringRoute(routes[forecast_route], before_forecast_body, forecast_work),
+        admission=admission,
+        metrics=metrics,
+    )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
     return app

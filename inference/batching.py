@@ -9,6 +9,11 @@ Where a run happens depends on its size. A small run stays on the event loop: ha
 and back costs more than the run, and its latency halves the throughput of a few busy clients. A run of
 `offload_rows` or more goes to one dedicated thread (onnxruntime releases the GIL), so the loop reads
 and parses the next requests meanwhile.
+
+The queue is bounded in rows (`max_queue_rows`): while it is full, requests are refused before their
+bodies are read (`check_room`, a 503), so the wait for the model stays short however many clients push.
+A request admitted while there was room is always scored: its body was read and parsed already, and
+admission control bounds how many such requests there can be.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+
+from retail_forecast.inference.admission import QUEUE, Overloaded
 
 # Requests waiting for the model are scored together up to this many rows (the default of
 # `--coalesce-rows`): the benchmark model's cost per row stops falling at about 128 rows.
@@ -40,15 +47,21 @@ class Batcher:
         predict: Callable[[Rows], Rows],
         max_rows: int,
         offload_rows: int,
+        max_queue_rows: int,
         on_run: Callable[[int], None] | None = None,
     ) -> None:
-        if max_rows < 1 or offload_rows < 1:
-            raise ValueError(f"max_rows and offload_rows must be at least 1, got {max_rows}, {offload_rows}")
+        if min(max_rows, offload_rows, max_queue_rows) < 1:
+            raise ValueError(
+                f"max_rows, offload_rows and max_queue_rows must be at least 1, "
+                f"got {max_rows}, {offload_rows}, {max_queue_rows}"
+            )
         self._predict = predict
         self._max_rows = max_rows
         self._offload_rows = offload_rows
+        self._max_queue_rows = max_queue_rows
         self._on_run = on_run
         self._waiting: deque[Waiter] = deque()
+        self._queued_rows = 0
         self._draining = False
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
@@ -56,12 +69,26 @@ class Batcher:
         """One prediction per row of `rows`, in order, whether scored alone or with others."""
         future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
         self._waiting.append((rows, future))
+        self._queued_rows += len(rows)
         if not self._draining:
             self._draining = True
             # a task, not a direct call: it runs after the requests already parsed in this loop pass,
             # and so scores them in the same run
             asyncio.get_running_loop().create_task(self._drain())
         return await future
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for the model (not yet in a run)."""
+        return self._queued_rows
+
+    def check_room(self) -> None:
+        """Raise `Overloaded` while the rows waiting for the model fill the queue."""
+        if self._queued_rows >= self._max_queue_rows:
+            raise Overloaded(
+                QUEUE,
+                f"server busy: {self._queued_rows} rows wait for the model (limit {self._max_queue_rows})",
+            )
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -104,10 +131,12 @@ class Batcher:
             rows, future = self._waiting[0]
             if future.done():  # cancelled: the client went away
                 self._waiting.popleft()
+                self._queued_rows -= len(rows)
                 continue
             if batch and total + len(rows) > self._max_rows:
                 break
             self._waiting.popleft()
+            self._queued_rows -= len(rows)
             batch.append((rows, future))
             total += len(rows)
         return batch

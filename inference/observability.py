@@ -1,4 +1,5 @@
-"""Prometheus metrics, JSON logs and request ids: one ASGI middleware, one registry per app."""
+"""Prometheus metrics, JSON logs, request ids and the last-resort error answer: one ASGI middleware, one
+registry per app."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any, Final
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
+
+from retail_forecast.inference.admission import REASONS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,6 +71,19 @@ class Metrics:
             registry=self.registry,
         )
         self.info = Info("forecast_model", "The served model", registry=self.registry)
+        self.rejected = Counter(
+            "forecast_requests_rejected",
+            "Scoring requests refused with 503 because the server was full, by the limit that was reached",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REASONS:  # present at 0 from the start, so a rate() sees the first refusal
+            self.rejected.labels(reason)
+
+
+def error_body(message: str, **fields: str) -> bytes:
+    """Every error the service answers: {"error": "...", ...} (DESIGN.md)."""
+    return orjson.dumps({"error": message, **fields})
 
 
 class JsonFormatter(logging.Formatter):
@@ -114,7 +130,12 @@ def configure_logging(level: str) -> None:
 
 
 class ObservabilityMiddleware:
-    """Request id (from X-Request-ID or new), latency and status metrics, and one access log line."""
+    """Request id (from X-Request-ID or new), latency and status metrics, and one access log line.
+
+    It is also the last resort for a failure nothing else handled: the traceback is logged with the
+    request id, and the client gets a 500 in the documented error shape with that id (not Starlette's
+    plain-text 500), so the two can be matched.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
         self.app = app
@@ -139,16 +160,28 @@ class ObservabilityMiddleware:
         id_header = (REQUEST_ID_HEADER, rid.encode("latin-1"))
         token = request_id.set(rid)
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception(
+                "unhandled error", extra={"fields": {"method": scope["method"], "path": scope["path"]}}
+            )
+            if started:  # too late for an answer: the server closes the connection
+                raise
+            body = error_body("internal error", request_id=rid)
+            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+            await send_with_id({"type": "http.response.start", "status": 500, "headers": headers})
+            await send_with_id({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - started
             template = getattr(scope.get("route"), "path", None) or "unmatched"

@@ -94,9 +94,8 @@ def serve(settings: ServeSettings) -> None:
     configure_logging(settings.log_level)
     app = create_app(
         resolve_model_dir(settings),
-        max_batch_rows=settings.max_batch_rows,
+        limits=settings.limits(),
         coalesce_rows=settings.coalesce_rows,
-        max_forecast_series=settings.max_forecast_series,
         intra_op_threads=settings.intra_op_threads,
         access_log=settings.access_log,
     )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
+from typing import Final
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from retail_forecast.inference.batching import COALESCE_ROWS
+from retail_forecast.inference.limits import Limits
+
+DEFAULT: Final = Limits()
 
 
 class ServeSettings(BaseSettings):
@@ -21,8 +26,40 @@ class ServeSettings(BaseSettings):
     fetch_dir: Path = Field(Path("/tmp/forecast-model"), description="where a fetched model is kept")
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
-    max_batch_rows: int = Field(8192, ge=1, description="largest [N, F] batch one infer request may carry")
-    max_forecast_series: int = Field(1000, ge=1, description="most series one /v1/forecast request may carry")
+    # What one request may cost (413/422 beyond), then how much the server takes on at once (503 beyond):
+    # README's limits table; `limits()` hands them to the app.
+    max_batch_rows: int = Field(
+        DEFAULT.max_batch_rows, ge=1, description="largest [N, F] batch one infer request may carry"
+    )
+    max_forecast_series: int = Field(
+        DEFAULT.max_forecast_series, ge=1, description="most series one /v1/forecast request may carry"
+    )
+    max_history_periods: int = Field(
+        DEFAULT.max_history_periods,
+        ge=1,
+        description="most periods a /v1/forecast history may span, per series and for all series together",
+    )
+    max_forecast_bytes: int = Field(
+        DEFAULT.max_forecast_bytes, ge=1, description="largest /v1/forecast body, refused while it is read"
+    )
+    max_concurrency: int = Field(
+        DEFAULT.max_concurrency,
+        ge=1,
+        description="scoring requests served at once (v2 infer and /v1/forecast)",
+    )
+    max_inflight_bytes: int = Field(
+        DEFAULT.max_inflight_bytes,
+        ge=1,
+        description="request body bytes those may hold at once, reserved from their Content-Length",
+    )
+    max_concurrent_forecasts: int = Field(
+        DEFAULT.max_concurrent_forecasts,
+        ge=1,
+        description="/v1/forecast requests parsed and computed at once (threads); more wait for one",
+    )
+    max_queue_rows: int = Field(
+        DEFAULT.max_queue_rows, ge=1, description="feature rows that may wait for the model"
+    )
     coalesce_rows: int = Field(
         COALESCE_ROWS,
         ge=1,
@@ -45,3 +82,6 @@ class ServeSettings(BaseSettings):
         if self.model_uri is not None and not (self.model_name and self.model_version):
             raise ValueError("--model-uri needs --name and --version")
         return self
+
+    def limits(self) -> Limits:
+        return Limits(**{field.name: getattr(self, field.name) for field in fields(Limits)})

@@ -106,7 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fetch-dir", type=Path, default=None, help="where a fetched model is kept")
     serve.add_argument("--host", default=None, help="default 0.0.0.0 (FORECAST_HOST)")
     serve.add_argument("--port", type=int, default=None, help="default 8080 (FORECAST_PORT)")
-    serve.add_argument("--max-batch-rows", type=_positive_int, default=None)
+    # The serving limits (README's limits table; their defaults live in inference/limits.py).
+    limits = {
+        "--max-batch-rows": "rows one infer request may carry",
+        "--max-forecast-series": "series one /v1/forecast request may carry",
+        "--max-history-periods": "periods /v1/forecast histories may span, per series and together",
+        "--max-forecast-bytes": "bytes of a /v1/forecast body",
+        "--max-concurrent-forecasts": "/v1/forecast requests computed at once (threads)",
+        "--max-concurrency": "scoring requests in progress; more get 503",
+        "--max-inflight-bytes": "request body bytes held at once; more get 503",
+        "--max-queue-rows": "rows waiting for the model before requests get 503",
+    }
+    for flag, what in limits.items():
+        serve.add_argument(flag, type=_positive_int, default=None, help=f"most {what}")
     serve.add_argument(
         "--coalesce-rows",
         type=_positive_int,
@@ -327,6 +339,13 @@ SERVE_FIELDS = (
     "host",
     "port",
     "max_batch_rows",
+    "max_forecast_series",
+    "max_history_periods",
+    "max_forecast_bytes",
+    "max_concurrency",
+    "max_inflight_bytes",
+    "max_concurrent_forecasts",
+    "max_queue_rows",
     "coalesce_rows",
     "intra_op_threads",
     "log_level",

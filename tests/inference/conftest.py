@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from retail_forecast.inference.app import create_app
+from retail_forecast.inference.limits import Limits
 
 
 def wait_ready(test_client: TestClient) -> None:
@@ -21,6 +22,6 @@ def wait_ready(test_client: TestClient) -> None:
 
 @pytest.fixture
 def client(model_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(model_dir, max_batch_rows=2048)) as test_client:
+    with TestClient(create_app(model_dir, limits=Limits(max_batch_rows=2048))) as test_client:
         wait_ready(test_client)
         yield test_client

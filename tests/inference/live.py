@@ -128,3 +128,27 @@ def forecast_series(panel: Panel, s: int, history: int) -> dict[str, Any]:
             point["price"] = float(panel.price[s, t])
         points.append(point)
     return {"store_id": str(panel.store_ids[s]), "item_id": str(panel.item_ids[s]), "history": points}
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+class PeakMemory:
+    """How far a process's resident memory rose while the block ran (Linux: VmHWM, reset on entry)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before_mib = 0.0
+        self.growth_mib = 0.0
+
+    def __enter__(self) -> Self:
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # the peak restarts from the current RSS
+        self.before_mib = _status_kib(self.pid, "VmRSS") / 1024
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.growth_mib = _status_kib(self.pid, "VmHWM") / 1024 - self.before_mib

@@ -1,18 +1,28 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from fastapi.testclient import TestClient
+from onnx import TensorProto, helper, numpy_helper
 
-from retail_forecast.core.manifest import Manifest
+from retail_forecast.core.data import Panel
+from retail_forecast.core.manifest import Manifest, sha256_file
+from retail_forecast.inference.admission import REASONS
 from retail_forecast.inference.app import create_app
+from retail_forecast.inference.limits import Limits
+from retail_forecast.inference.observability import JsonFormatter
 
 from .conftest import wait_ready
+from .live import forecast_series
 
 
 def infer_body(rows: list[list[float]], name: str = "features") -> dict[str, object]:
@@ -194,3 +204,112 @@ def test_ready_after_load(model_dir: Path) -> None:
     with TestClient(create_app(model_dir)) as test_client:
         wait_ready(test_client)
         assert test_client.get("/v2/health/ready").json() == {"ready": True}
+
+
+def _model_failing_at_run_time(model_dir: Path, dest: Path) -> Path:
+    """A real ONNX model that loads and reproduces its golden sample, then fails in onnxruntime on any
+    other number of rows: it reshapes its input to the golden sample's shape before summing each row."""
+    shutil.copytree(model_dir, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    golden = np.asarray(manifest["golden"]["inputs"], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["features", "golden_shape"], ["golden_rows"]),
+            helper.make_node("ReduceSum", ["golden_rows", "row_axis"], ["forecast"], keepdims=0),
+        ],
+        "fails_off_the_golden_shape",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, golden.shape[1]])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, [None])],
+        initializer=[
+            numpy_helper.from_array(np.array(golden.shape, dtype=np.int64), "golden_shape"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "row_axis"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), dest / "model.onnx")
+    manifest["golden"]["outputs"] = golden.astype(np.float64).sum(axis=1).tolist()
+    manifest["sha256"] = sha256_file(dest / "model.onnx")
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+class _JsonLines(logging.Handler):
+    """The service's log lines as its JSON formatter writes them, request id included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def json_log() -> Iterator[_JsonLines]:
+    handler = _JsonLines()
+    logger = logging.getLogger("retail_forecast.inference")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_an_unexpected_failure_is_a_500_in_the_error_shape_with_the_request_id(
+    model_dir: Path, tmp_path: Path, sales_panel: Panel, json_log: _JsonLines
+) -> None:
+    failing = _model_failing_at_run_time(model_dir, tmp_path / "failing")
+    golden = Manifest.load(failing).golden.inputs
+    forecast = {"series": [forecast_series(sales_panel, 0, Manifest.load(failing).min_history)]}
+    with TestClient(create_app(failing)) as test_client:
+        wait_ready(test_client)  # the self-check passed: the model works on its golden sample
+        assert test_client.post("/v2/models/demand/infer", json=infer_body(golden)).status_code == 200
+        for n, (path, body) in enumerate(
+            [("/v2/models/demand/infer", infer_body(golden[:3])), ("/v1/forecast", forecast)]
+        ):
+            response = test_client.post(path, json=body, headers={"X-Request-ID": f"failing-{n}"})
+            assert response.status_code == 500, response.text
+            assert response.headers["x-request-id"] == f"failing-{n}"
+            assert response.json() == {"error": "internal error", "request_id": f"failing-{n}"}
+            (logged,) = [line for line in json_log.lines if line.get("request_id") == f"failing-{n}"]
+            assert logged["message"] == "unhandled error" and logged["path"] == path
+            assert "Traceback" in logged["exception"] and "Reshape" in logged["exception"]
+        metrics = test_client.get("/metrics").text
+        assert 'forecast_http_requests_total{method="POST",route="/v1/forecast",status="500"} 1.0' in metrics
+        # the failure was the request's, not the server's
+        assert test_client.get("/v2/health/ready").status_code == 200
+
+
+def test_a_503_says_when_to_retry(model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "tampered"
+    shutil.copytree(model_dir, broken)
+    with (broken / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with TestClient(create_app(broken)) as test_client:
+        for method, path in [
+            ("POST", "/v2/models/demand/infer"),
+            ("POST", "/v1/forecast"),
+            ("GET", "/v2/models/demand"),
+        ]:
+            response = test_client.request(method, path, json={} if method == "POST" else None)
+            assert response.status_code == 503, (path, response.text)
+            assert response.headers["retry-after"] == "1"
+            assert isinstance(response.json()["error"], str)
+
+
+def test_refusals_for_load_are_counted_from_zero(client: TestClient) -> None:
+    metrics = client.get("/metrics").text
+    for reason in REASONS:
+        assert f'forecast_requests_rejected_total{{reason="{reason}"}} 0.0' in metrics
+
+
+def test_a_history_limit_below_what_the_model_reads_keeps_it_from_ready(model_dir: Path) -> None:
+    """No forecast request could ever be served: a configuration error, caught before traffic."""
+    with TestClient(create_app(model_dir, limits=Limits(max_history_periods=10))) as test_client:
+        for _ in range(400):
+            if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
+                break
+            time.sleep(0.025)
+        ready = test_client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert "max_history_periods 10 is below the model's min_history 56" in ready.json()["reason"]

@@ -7,6 +7,7 @@ let in-flight requests finish and end the process with exit code 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
@@ -24,8 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from retail_forecast.core.data import Panel
 from retail_forecast.core.manifest import Manifest
+from retail_forecast.inference.limits import Limits
 
-from .live import Service, forecast_series, infer_body
+from .live import PeakMemory, Service, forecast_series, infer_body
 
 WORKERS: Final = 16
 REQUESTS_PER_WORKER: Final = 50
@@ -188,7 +190,7 @@ def test_concurrent_load_is_answered_correctly_and_counted_exactly(
         body = orjson.loads(outcome.body) if outcome.body else None
         if outcome.planned.expected_status >= 400:
             if outcome.planned.path.startswith(("/v2/models", "/v1")):
-                assert isinstance(body, dict) and isinstance(body.get("error") or body.get("detail"), str)
+                assert isinstance(body, dict) and isinstance(body.get("error"), str), outcome.planned.label
             continue
         assert isinstance(body, dict)
         if outcome.planned.path == INFER:
@@ -319,3 +321,234 @@ def test_a_sigterm_repeated_after_the_drain_still_exits_0(model_dir: Path, tmp_p
             time.sleep(0.01)
         service.process.send_signal(signal.SIGTERM)  # a no-op if the process is already gone
         assert service.terminate() == 0, service.output()
+
+
+# -------------------------------------------------------------------------------------------- overload
+
+
+async def _held(port: int, path: str, body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A request on `path` whose body is held back until the app asks for it (HTTP 100 Continue): once
+    the 100 came, the request was admitted and is in flight."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
+    assert interim.startswith(b"HTTP/1.1 100"), interim
+    return reader, writer
+
+
+async def _refused_unread(port: int, path: str, length: int) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Send only the headers of a request that waits for 100 Continue before its body: the final answer
+    comes instead, so the server decided without reading a byte of the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
+    status = int(head.split(b" ", 2)[1])
+    headers = {
+        k.strip().lower(): v.strip()
+        for k, v in (line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+    }
+    payload = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), timeout=60)
+    writer.close()
+    return status, headers, payload
+
+
+def _rejected(url: str) -> dict[str, float]:
+    response = httpx.get(f"{url}/metrics", timeout=30.0)
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "forecast_requests_rejected_total"
+    }
+
+
+async def _admission_scenario(service: Service, workload: Workload) -> None:
+    infer = orjson.dumps(infer_body(workload.rows(64)))
+    forecast = orjson.dumps({"series": workload.series[:1]})
+    async with httpx.AsyncClient(base_url=service.url, timeout=60.0) as client:
+        # two requests in flight fill --max-concurrency 2; one of them is a forecast
+        held = [await _held(service.port, INFER, infer), await _held(service.port, "/v1/forecast", forecast)]
+        status, headers, payload = await _refused_unread(service.port, INFER, len(infer))
+        assert (status, headers[b"retry-after"]) == (503, b"1"), payload
+        assert orjson.loads(payload) == {"error": "server busy: 2 requests in progress, the limit"}
+        # probes and metrics are never refused
+        assert (await client.get("/v2/health/ready")).status_code == 200
+        assert (await client.get("/v2/health/live")).status_code == 200
+        assert _rejected(service.url)["concurrency"] == 1
+        # the held requests are answered in full once their bodies come
+        for (reader, writer), body, path in zip(
+            held, (infer, forecast), (INFER, "/v1/forecast"), strict=True
+        ):
+            answer_status, answer = await _finish(reader, writer, body)
+            assert answer_status == 200, (path, answer[:300])
+        # places came back
+        assert (await client.post(INFER, content=infer)).status_code == 200
+        assert (await client.post("/v1/forecast", content=forecast)).status_code == 200
+    assert _rejected(service.url) == {"concurrency": 1, "body_bytes": 0, "queue": 0}
+
+
+def test_a_full_server_refuses_before_reading_and_never_refuses_probes(
+    model_dir: Path, tmp_path: Path, workload: Workload
+) -> None:
+    args = [
+        "--model-dir",
+        str(model_dir),
+        "--no-access-log",
+        "--max-concurrency",
+        "2",
+        "--shutdown-delay",
+        "0",
+    ]
+    with Service(args, tmp_path / "serve.log") as service:
+        service.wait_ready()
+        asyncio.run(_admission_scenario(service, workload))
+
+
+FLOOD_CONNECTIONS: Final = 64
+FLOOD_ROUNDS: Final = 2
+DEFAULT_MAX_BATCH_ROWS: Final = Limits().max_batch_rows
+
+
+async def _flood(url: str, body: bytes) -> list[httpx.Response | str]:
+    limits = httpx.Limits(max_connections=FLOOD_CONNECTIONS, max_keepalive_connections=FLOOD_CONNECTIONS)
+    # a generous client timeout: a request the server leaves hanging fails the test instead of hiding
+    async with httpx.AsyncClient(base_url=url, timeout=120.0, limits=limits) as client:
+
+        async def connection() -> list[httpx.Response | str]:
+            answers: list[httpx.Response | str] = []
+            for _ in range(FLOOD_ROUNDS):
+                try:
+                    answers.append(await client.post(INFER, content=body))
+                except httpx.HTTPError as exc:
+                    answers.append(f"{type(exc).__name__}: {exc}")
+            return answers
+
+        results = await asyncio.gather(*(connection() for _ in range(FLOOD_CONNECTIONS)))
+    return [answer for answers in results for answer in answers]
+
+
+def test_a_flood_of_the_largest_batches_gets_200s_and_fast_503s_and_leaves_the_server_ready(
+    model_dir: Path, tmp_path: Path, workload: Workload
+) -> None:
+    """The default limits, 64 connections each sending the largest batch they allow, twice."""
+    body = orjson.dumps(infer_body(workload.rows(DEFAULT_MAX_BATCH_ROWS)))
+    expected = workload.expected(DEFAULT_MAX_BATCH_ROWS)
+    args = ["--model-dir", str(model_dir), "--no-access-log", "--shutdown-delay", "0"]
+    with Service(args, tmp_path / "serve.log") as service:
+        service.wait_ready()
+        with PeakMemory(service.process.pid) as memory:
+            answers = asyncio.run(_flood(service.url, body))
+        failed = [answer for answer in answers if isinstance(answer, str)]
+        assert not failed, f"{len(failed)} request(s) got no answer, e.g. {failed[:3]}"
+        responses = [answer for answer in answers if not isinstance(answer, str)]
+        statuses = Counter(response.status_code for response in responses)
+        assert set(statuses) == {200, 503}, statuses  # the flood did overload it, and it kept serving
+        for response in responses:
+            if response.status_code == 503:
+                assert response.headers["retry-after"] == "1"
+                assert response.json()["error"].startswith("server busy: "), response.text
+            else:
+                (output,) = response.json()["outputs"]
+                np.testing.assert_allclose(np.asarray(output["data"], dtype=np.float32), expected, rtol=1e-6)
+        assert sum(_rejected(service.url).values()) == statuses[503]
+        print(f"flood: {dict(statuses)}; {_rejected(service.url)}; peak RSS +{memory.growth_mib:.0f} MiB")
+        # ready again right after, and serving
+        assert httpx.get(f"{service.url}/v2/health/ready", timeout=30.0).status_code == 200
+        again = httpx.post(
+            f"{service.url}{INFER}", content=orjson.dumps(infer_body(workload.rows(5))), timeout=60
+        )
+        assert again.status_code == 200, again.text
+
+
+def _sparse_date_attack(n_series: int) -> bytes:
+    """The issue's attack: each history three points long, its dates 250 years apart."""
+    history = [{"date": d, "sales": 1.0} for d in ("1900-01-01", "1900-01-02", "2150-01-01")]
+    return orjson.dumps(
+        {"series": [{"store_id": "s", "item_id": f"i{k}", "history": history} for k in range(n_series)]}
+    )
+
+
+@pytest.mark.parametrize("n_series", [40, Limits().max_forecast_series], ids=["6.5KB", "160KB"])
+def test_the_sparse_date_attack_is_refused_at_once_without_growing_the_server(
+    model_dir: Path, tmp_path: Path, n_series: int
+) -> None:
+    body = _sparse_date_attack(n_series)
+    args = ["--model-dir", str(model_dir), "--no-access-log", "--shutdown-delay", "0"]
+    with (
+        Service(args, tmp_path / "serve.log") as service,
+        httpx.Client(base_url=service.url, timeout=60) as client,
+    ):
+        service.wait_ready()
+        with PeakMemory(service.process.pid) as memory:
+            started = time.perf_counter()
+            response = client.post("/v1/forecast", content=body)
+            elapsed = time.perf_counter() - started
+        assert response.status_code == 422, response.text
+        assert "history spans 91312 periods" in response.json()["error"]
+        growth = memory.growth_mib
+        print(
+            f"attack of {len(body)} bytes: {response.status_code} in {elapsed:.3f} s, RSS +{growth:.1f} MiB"
+        )
+        assert elapsed < 1.0  # the issue's bound for the attack: it took 1.3 s and 502 MB
+        assert memory.growth_mib < 50
+
+
+async def _endless_chunked_body(port: int, path: str) -> tuple[int, bytes]:
+    """POST a chunked body that never ends; return the answer the server gives while it is still coming."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+    )
+    chunk = b" " * 16384
+
+    async def keep_sending() -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+
+    sending = asyncio.create_task(keep_sending())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
+        headers = {
+            k.strip().lower(): v
+            for k, v in (line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+        }
+        payload = await asyncio.wait_for(reader.readexactly(int(headers[b"content-length"])), timeout=60)
+    finally:
+        sending.cancel()
+        writer.close()
+    return int(head.split(b" ", 2)[1]), payload
+
+
+def test_an_endless_forecast_body_is_refused_while_it_is_read(model_dir: Path, tmp_path: Path) -> None:
+    limit = 100_000
+    args = [
+        "--model-dir",
+        str(model_dir),
+        "--no-access-log",
+        "--shutdown-delay",
+        "0",
+        "--max-forecast-bytes",
+        str(limit),
+    ]
+    with Service(args, tmp_path / "serve.log") as service:
+        service.wait_ready()
+        status, payload = asyncio.run(_endless_chunked_body(service.port, "/v1/forecast"))
+        assert status == 413, payload
+        assert orjson.loads(payload) == {"error": f"request body exceeds the limit of {limit} bytes"}
