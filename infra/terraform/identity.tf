@@ -38,16 +38,16 @@ locals {
 }
 
 resource "azurerm_federated_identity_credential" "workload" {
-  for_each            = local.workloads
-  name                = "fic-${each.key}"
-  resource_group_name = azurerm_resource_group.main.name
-  parent_id           = local.identities[each.key].id
-  audience            = ["api://AzureADTokenExchange"]
-  issuer              = azurerm_kubernetes_cluster.main.oidc_issuer_url
-  subject             = "system:serviceaccount:${each.value.namespace}:${each.value.service_account}"
+  for_each                  = local.workloads
+  name                      = "fic-${each.key}"
+  user_assigned_identity_id = local.identities[each.key].id
+  audience                  = ["api://AzureADTokenExchange"]
+  issuer                    = azurerm_kubernetes_cluster.main.oidc_issuer_url
+  subject                   = "system:serviceaccount:${each.value.namespace}:${each.value.service_account}"
 }
 
-# Least privilege on the model store: only training writes (publishes) model versions.
+# Least privilege on the model store: the scoring side only reads it. Training publishes: its write access
+# comes with the workspace storage role in aml.tf (the models container is on the same account).
 resource "azurerm_role_assignment" "inference_models_reader" {
   scope                = local.models_container_scope
   role_definition_name = "Storage Blob Data Reader"
@@ -59,12 +59,5 @@ resource "azurerm_role_assignment" "operator_models_reader" {
   scope                = local.models_container_scope
   role_definition_name = "Storage Blob Data Reader"
   principal_id         = azurerm_user_assigned_identity.operator.principal_id
-  principal_type       = "ServicePrincipal"
-}
-
-resource "azurerm_role_assignment" "training_models_contributor" {
-  scope                = local.models_container_scope
-  role_definition_name = "Storage Blob Data Contributor"
-  principal_id         = azurerm_user_assigned_identity.training.principal_id
   principal_type       = "ServicePrincipal"
 }

@@ -95,7 +95,7 @@ resource "azurerm_monitor_diagnostic_setting" "models_blob" {
     category = "StorageDelete"
   }
 
-  metric {
+  enabled_metric {
     category = "Transaction"
   }
 }
