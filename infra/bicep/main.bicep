@@ -26,10 +26,12 @@ param userNodeMaxCount int = 5
 @minLength(1)
 param apiServerAuthorizedIpRanges array
 param allowedIpRanges array = []
-@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS'])
+// Retired model versions reach Archive on LRS, GRS and RA-GRS only (see the lifecycle policy).
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS', 'Standard_RAGZRS'])
 param storageSku string = 'Standard_GRS'
 param blobSoftDeleteDays int = 30
 param modelTierCoolAfterDays int = 30
+@description('Later than modelTierCoolAfterDays.')
 param modelTierArchiveAfterDays int = 90
 param modelsContainerName string = 'models'
 param logRetentionDays int = 30
@@ -408,6 +410,23 @@ resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
   }
 }
 
+// Tiering never touches what a ForecastModel may serve or roll back to: an archived blob takes hours to
+// rehydrate, so every new scoring pod (scale-up, node drain) would fail to fetch it. The publisher tags every
+// blob retail_forecast_lifecycle=servable, the operator retags a version retired once no ForecastModel can
+// serve or roll back to it (retail_forecast/core/store.py); only retired blobs and noncurrent blob versions
+// (left by an overwrite or delete, never read by the store) are tiered.
+// Archive exists on LRS, GRS and RA-GRS accounts only: on ZRS, GZRS and RA-GZRS tiering stops at Cool.
+var archiveSupported = contains(['Standard_LRS', 'Standard_GRS', 'Standard_RAGRS'], storageSku)
+// Published blobs are never modified (tags do not count), so "since modification" is "since publish". A blob
+// rehydrated for a rollback is not archived again for a week after its tier changed.
+var retiredToCool = { daysAfterModificationGreaterThan: modelTierCoolAfterDays }
+var retiredToArchive = { daysAfterModificationGreaterThan: modelTierArchiveAfterDays, daysAfterLastTierChangeGreaterThan: 7 }
+var noncurrentTiers = {
+  tierToCool: { daysAfterCreationGreaterThan: modelTierCoolAfterDays }
+  delete: { daysAfterCreationGreaterThan: 365 }
+}
+var noncurrentToArchive = { daysAfterCreationGreaterThan: modelTierArchiveAfterDays }
+
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -415,7 +434,22 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
     policy: {
       rules: [
         {
-          name: 'model-versions-hot-cool-archive'
+          name: 'retired-model-versions'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: ['blockBlob']
+              prefixMatch: ['${modelsContainerName}/']
+              blobIndexMatch: [{ name: 'retail_forecast_lifecycle', op: '==', value: 'retired' }]
+            }
+            actions: {
+              baseBlob: union({ tierToCool: retiredToCool }, archiveSupported ? { tierToArchive: retiredToArchive } : {})
+            }
+          }
+        }
+        {
+          name: 'noncurrent-blob-versions'
           enabled: true
           type: 'Lifecycle'
           definition: {
@@ -424,15 +458,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
               prefixMatch: ['${modelsContainerName}/']
             }
             actions: {
-              baseBlob: {
-                tierToCool: { daysAfterCreationGreaterThan: modelTierCoolAfterDays }
-                tierToArchive: { daysAfterCreationGreaterThan: modelTierArchiveAfterDays }
-              }
-              version: {
-                tierToCool: { daysAfterCreationGreaterThan: modelTierCoolAfterDays }
-                tierToArchive: { daysAfterCreationGreaterThan: modelTierArchiveAfterDays }
-                delete: { daysAfterCreationGreaterThan: 365 }
-              }
+              version: union(noncurrentTiers, archiveSupported ? { tierToArchive: noncurrentToArchive } : {})
             }
           }
         }
@@ -560,6 +586,49 @@ resource operatorModelsReader 'Microsoft.Authorization/roleAssignments@2022-04-0
   scope: modelsContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: operatorIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Blob index tags need their own data actions (no Storage Blob Data role but Owner has them): the publisher
+// tags what it writes (servable), the operator retags versions it retires; the lifecycle policy reads them.
+resource modelLifecycleTagger 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'model-lifecycle-tagger')
+  properties: {
+    roleName: 'retail-forecast model lifecycle tagger (${compact})'
+    description: 'Read and write blob index tags (retail_forecast_lifecycle) on the model store.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: [
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/read'
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/write'
+        ]
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [resourceGroup().id]
+  }
+}
+
+resource trainingModelsTagger 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, trainingIdentity.id, 'model-lifecycle-tagger')
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: modelLifecycleTagger.id
+    principalId: trainingIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource operatorModelsTagger 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, operatorIdentity.id, 'model-lifecycle-tagger')
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: modelLifecycleTagger.id
     principalId: operatorIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }

@@ -61,3 +61,31 @@ resource "azurerm_role_assignment" "operator_models_reader" {
   principal_id         = azurerm_user_assigned_identity.operator.principal_id
   principal_type       = "ServicePrincipal"
 }
+
+# Blob index tags need their own data actions (no Storage Blob Data role but Owner has them): the publisher
+# tags what it writes (servable), the operator retags versions it retires; the lifecycle policy reads them.
+resource "azurerm_role_definition" "model_lifecycle_tagger" {
+  name        = "retail-forecast model lifecycle tagger (${local.compact})"
+  scope       = azurerm_resource_group.main.id
+  description = "Read and write blob index tags (retail_forecast_lifecycle) on the model store."
+
+  permissions {
+    data_actions = [
+      "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/read",
+      "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/write",
+    ]
+  }
+
+  assignable_scopes = [azurerm_resource_group.main.id]
+}
+
+resource "azurerm_role_assignment" "model_lifecycle_tagger" {
+  for_each = {
+    training = azurerm_user_assigned_identity.training.principal_id
+    operator = azurerm_user_assigned_identity.operator.principal_id
+  }
+  scope              = local.models_container_scope
+  role_definition_id = azurerm_role_definition.model_lifecycle_tagger.role_definition_resource_id
+  principal_id       = each.value
+  principal_type     = "ServicePrincipal"
+}

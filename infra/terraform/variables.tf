@@ -106,9 +106,13 @@ variable "storage_allowed_ip_ranges" {
 }
 
 variable "storage_replication_type" {
-  description = "Replication of the model storage account (GRS for prod, ZRS or GRS for dev)."
+  description = "Replication of the model storage account (GRS for prod, ZRS or GRS for dev). Retired versions reach Archive on LRS, GRS and RAGRS only."
   type        = string
   default     = "GRS"
+  validation {
+    condition     = contains(["LRS", "ZRS", "GRS", "RAGRS", "GZRS", "RAGZRS"], var.storage_replication_type)
+    error_message = "storage_replication_type must be LRS, ZRS, GRS, RAGRS, GZRS or RAGZRS."
+  }
 }
 
 variable "blob_soft_delete_days" {
@@ -118,13 +122,13 @@ variable "blob_soft_delete_days" {
 }
 
 variable "model_tier_cool_after_days" {
-  description = "Previous (non-current) model versions move to Cool after this many days."
+  description = "Retired model versions (and noncurrent blob versions) move to Cool this many days after publish."
   type        = number
   default     = 30
 }
 
 variable "model_tier_archive_after_days" {
-  description = "Previous (non-current) model versions move to Archive after this many days."
+  description = "Retired model versions (and noncurrent blob versions) move to Archive this many days after publish (LRS, GRS, RA-GRS only)."
   type        = number
   default     = 90
 }

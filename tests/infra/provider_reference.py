@@ -309,17 +309,20 @@ _LOOP_KEYS = {"loop_type", "condition", "config"}
 class BicepChecker:
     """Checks a pycep-parsed resource body against one compact type graph."""
 
-    def __init__(self, graph: Mapping[str, Any], names: frozenset[str]) -> None:
+    def __init__(self, graph: Mapping[str, Any], names: frozenset[str], variables: Mapping[str, Any]) -> None:
         self._types: list[dict[str, Any]] = graph["types"]
         self._root: int = graph["root"]
         # pycep renders a reference to a parameter or variable as a bare string: never an enum literal.
         self._names = names
+        self._variables = variables
 
     def check(self, body: Mapping[str, Any], where: str) -> list[Finding]:
         return self._value(body, self._root, where, top=True)
 
     def _value(self, value: Any, index: int, where: str, top: bool = False) -> list[Finding]:
         node = self._types[index]
+        if isinstance(value, str) and isinstance(self._variables.get(value), dict | list):
+            value = self._variables[value]  # a variable holding an object or array literal: check its value
         if isinstance(value, dict) and set(value) == _LOOP_KEYS:
             # A loop: a resource loop yields bodies, a property loop the array's items.
             item = node.get("array", index)
@@ -423,7 +426,8 @@ def bicep_findings(template: Mapping[str, Any], reference: Mapping[str, Any]) ->
                 Finding(name, f"{key} is not in {BICEP_REFERENCE.name}: a published type? (refresh it)")
             )
             continue
-        findings += BicepChecker(graph, names).check(resource["config"], name)
+        variables = {key: var["value"] for key, var in template.get("variables", {}).items()}
+        findings += BicepChecker(graph, names, variables).check(resource["config"], name)
     return findings
 
 

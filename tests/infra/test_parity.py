@@ -35,6 +35,7 @@ SAME_RESOURCE = {
     "azurerm_kubernetes_cluster_node_pool": "Microsoft.ContainerService/managedClusters/agentPools",
     "azurerm_container_registry": "Microsoft.ContainerRegistry/registries",
     "azurerm_role_assignment": "Microsoft.Authorization/roleAssignments",
+    "azurerm_role_definition": "Microsoft.Authorization/roleDefinitions",
     "azurerm_storage_account": "Microsoft.Storage/storageAccounts",
     "azurerm_storage_container": "Microsoft.Storage/storageAccounts/blobServices/containers",
     "azurerm_storage_management_policy": "Microsoft.Storage/storageAccounts/managementPolicies",
@@ -220,6 +221,9 @@ BICEP_SCOPES = {
     "storage": "storage account",
     "appInsights": "app insights",
 }
+TF_CUSTOM_ROLES = {
+    "${azurerm_role_definition.model_lifecycle_tagger.role_definition_resource_id}": "modelLifecycleTagger",
+}
 TF_ROLES = {
     "AcrPull": "acrPull",
     "Storage Blob Data Reader": "storageBlobDataReader",
@@ -316,10 +320,12 @@ def terraform_role_assignments(tf: dict[str, dict[str, Any]]) -> set[tuple[str, 
         if not name.startswith("azurerm_role_assignment."):
             continue
         principals = body["for_each"].values() if "for_each" in body else [body["principal_id"]]
+        if "role_definition_name" in body:
+            role = TF_ROLES[body["role_definition_name"]]
+        else:
+            role = TF_CUSTOM_ROLES[body["role_definition_id"]]
         for principal in principals:
-            found.add(
-                (TF_PRINCIPALS[principal], TF_ROLES[body["role_definition_name"]], TF_SCOPES[body["scope"]])
-            )
+            found.add((TF_PRINCIPALS[principal], role, TF_SCOPES[body["scope"]]))
     return found
 
 
@@ -329,7 +335,11 @@ def bicep_role_assignments(bicep: dict[str, Any]) -> set[tuple[str, str, str]]:
         if resource["type"] != "Microsoft.Authorization/roleAssignments":
             continue
         config = resource["config"]
-        role = re.findall(r'"operand_2": "(\w+)"', json.dumps(config["properties"]["roleDefinitionId"]))[-1]
+        definition = dotted(config["properties"]["roleDefinitionId"])
+        if definition.endswith(".id"):  # a custom role defined in the template
+            role = definition.removesuffix(".id")
+        else:
+            role = re.findall(r'"operand_2": "(\w+)"', definition)[-1]
         principal = BICEP_PRINCIPALS[dotted(config["properties"]["principalId"])]
         found.add((principal, role, BICEP_SCOPES[config["scope"]]))
     return found
@@ -339,6 +349,17 @@ def test_role_assignments_are_the_same(tf: dict[str, dict[str, Any]], bicep: dic
     terraform = terraform_role_assignments(tf)
     assert terraform == bicep_role_assignments(bicep)
     assert ("inference", "storageBlobDataReader", "models container") in terraform  # the tables are read
+
+
+def test_custom_roles_are_the_same(tf: dict[str, dict[str, Any]], bicep: dict[str, Any]) -> None:
+    terraform = tf["azurerm_role_definition.model_lifecycle_tagger"]
+    (permissions,) = bicep_body(bicep, "modelLifecycleTagger")["properties"]["permissions"]
+    assert sorted(as_list(terraform["permissions"]["data_actions"])) == sorted(permissions["dataActions"])
+    assert not terraform["permissions"].get("actions") and not permissions["actions"]
+    assert (
+        normalised_name(terraform["name"])
+        == bicep_body(bicep, "modelLifecycleTagger")["properties"]["roleName"]
+    )
 
 
 def test_diagnostic_settings_are_the_same(tf: dict[str, dict[str, Any]], bicep: dict[str, Any]) -> None:
@@ -432,6 +453,7 @@ def test_resource_names_are_the_same(tf: dict[str, dict[str, Any]], bicep: dict[
             singles[tf_type] = (normalised_name(tf_names[0]), bicep_names[0])
     # Deliberate: Bicep deploys into `az group create -n rg-<prefix>-<env>` (infra/README.md).
     assert singles.pop("azurerm_resource_group") == ("rg-${base}", "default")
+    singles.pop("azurerm_role_definition")  # Bicep names it by GUID; the role names: test_custom_roles_...
     mismatched = {t: names for t, names in singles.items() if names[0] != names[1]}
     assert not mismatched
     assert {"azurerm_container_registry", "azurerm_kubernetes_cluster", "azurerm_key_vault"} <= set(singles)

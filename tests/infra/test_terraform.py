@@ -141,7 +141,7 @@ def test_acr_admin_disabled_and_kubelet_and_training_pull(resources: dict[str, d
     assert training["principal_id"] == "${azurerm_user_assigned_identity.training.principal_id}"
 
 
-def test_storage_is_locked_down_with_versioning_and_lifecycle(resources: dict[str, dict[str, Any]]) -> None:
+def test_storage_is_locked_down_with_versioning(resources: dict[str, dict[str, Any]]) -> None:
     storage = resources["azurerm_storage_account.models"]
     assert storage["min_tls_version"] == "TLS1_2"
     assert storage["allow_nested_items_to_be_public"] is False
@@ -154,12 +154,6 @@ def test_storage_is_locked_down_with_versioning_and_lifecycle(resources: dict[st
     assert "days" in blob["container_delete_retention_policy"]
     container = resources["azurerm_storage_container.models"]
     assert container["container_access_type"] == "private"
-    rule = resources["azurerm_storage_management_policy.models"]["rule"]
-    assert rule["enabled"] is True
-    for block in ("base_blob", "version"):
-        actions = rule["actions"][block]
-        assert any("cool" in key for key in actions), block
-        assert any("archive" in key for key in actions), block
 
 
 def test_public_access_follows_private_endpoints(resources: dict[str, dict[str, Any]]) -> None:
