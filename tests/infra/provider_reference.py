@@ -7,7 +7,7 @@ checkov knows security rules, not what Azure accepts. This module holds the othe
   (`website/docs/{r,d}/*.html.markdown`, `website/docs/guides/features-block.html.markdown`) lists at
   the newest 4.x release, each with the release since which it is documented without a gap, and the
   arguments the 5.0 upgrade guide names as deprecated in 4.x;
-- `infra/reference/bicep-types.json`: for every `type@apiVersion` main.bicep deploys, the writable
+- `infra/reference/bicep-types.json`: for every `type@apiVersion` the Bicep files deploy, the writable
   property tree of Azure/bicep-types-az (`generated/**/types.json`), the definitions Bicep itself checks.
 
 Both record the repository, release and commit they came from. Refresh them from local clones with
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.infra.iac import INFRA, bicep_template, terraform_blocks, unwrap
+from tests.infra.iac import BICEP_FILES, INFRA, bicep_template, terraform_blocks, unwrap
 
 REFERENCE = INFRA / "reference"
 AZURERM_REFERENCE = REFERENCE / "azurerm.json"
@@ -506,10 +506,11 @@ def extract_azurerm(clone: Path, major: int = 4) -> dict[str, Any]:
 
 
 def extract_bicep(clone: Path, revision: str = "HEAD") -> dict[str, Any]:
-    """The type graphs of every `type@apiVersion` main.bicep deploys, from a bicep-types-az clone."""
+    """The type graphs of every `type@apiVersion` the Bicep files deploy, from a bicep-types-az clone."""
     wanted = {
         f"{r['type']}@{r['api_version']}".lower(): f"{r['type']}@{r['api_version']}"
-        for r in bicep_template()["resources"].values()
+        for path in BICEP_FILES
+        for r in bicep_template(path)["resources"].values()
     }
     listing = _git(clone, "ls-tree", "-r", "--name-only", revision, "generated").split()
     resources: dict[str, Any] = {}

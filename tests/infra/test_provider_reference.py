@@ -7,12 +7,13 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hcl2.api import loads as load_hcl
 
-from tests.infra.iac import TERRAFORM, bicep_template, terraform_blocks
+from tests.infra.iac import BICEP_FILES, TERRAFORM, bicep_template, terraform_blocks
 from tests.infra.provider_reference import (
     AZURERM_REFERENCE,
     BICEP_REFERENCE,
@@ -85,13 +86,18 @@ def test_the_provider_floor_is_the_newest_argument_used(azurerm: dict[str, Any])
     )
 
 
-def test_every_bicep_property_is_in_the_published_types(bicep_types: dict[str, Any]) -> None:
-    findings = bicep_findings(bicep_template(), bicep_types)
+@pytest.mark.parametrize("path", BICEP_FILES, ids=[p.name for p in BICEP_FILES])
+def test_every_bicep_property_is_in_the_published_types(bicep_types: dict[str, Any], path: Path) -> None:
+    findings = bicep_findings(bicep_template(path), bicep_types)
     assert not findings, "\n".join(map(str, findings))
 
 
 def test_bicep_api_versions_are_stable() -> None:
-    used = {f"{r['type']}@{r['api_version']}" for r in bicep_template()["resources"].values()}
+    used = {
+        f"{r['type']}@{r['api_version']}"
+        for p in BICEP_FILES
+        for r in bicep_template(p)["resources"].values()
+    }
     previews = {version for version in used if "preview" in version}
     assert previews <= PREVIEW_API_VERSIONS, previews - PREVIEW_API_VERSIONS
     assert len(used) == len({version.split("@")[0].lower() for version in used}), "one API version per type"
