@@ -9,6 +9,9 @@ param location string = resourceGroup().location
 @maxLength(10)
 param namePrefix string = 'rfcst'
 param extraTags object = {}
+// 6 lowercase letters/digits that make the storage, ACR and Key Vault names globally unique ('': derived
+// from the subscription and group; Terraform's default hashes differently, pass the same value to both).
+param nameSuffix string = ''
 param kubernetesVersion string = ''
 @allowed(['Free', 'Standard'])
 param aksSkuTier string = 'Standard'
@@ -18,12 +21,17 @@ param systemNodeMaxCount int = 3
 param userNodeVmSize string = 'Standard_D4ds_v5'
 param userNodeMinCount int = 0
 param userNodeMaxCount int = 5
-param apiServerAuthorizedIpRanges array = ['10.0.0.0/8']
+// No default: the API server is public and sees only public source addresses (a private range would lock
+// everyone out). Pass the deploying agents' and the admins' egress CIDRs on the command line.
+@minLength(1)
+param apiServerAuthorizedIpRanges array
 param allowedIpRanges array = []
-@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS'])
+// Retired model versions reach Archive on LRS, GRS and RA-GRS only (see the lifecycle policy).
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS', 'Standard_RAGZRS'])
 param storageSku string = 'Standard_GRS'
 param blobSoftDeleteDays int = 30
 param modelTierCoolAfterDays int = 30
+@description('Later than modelTierCoolAfterDays.')
 param modelTierArchiveAfterDays int = 90
 param modelsContainerName string = 'models'
 param logRetentionDays int = 30
@@ -45,13 +53,14 @@ param aksSubnetPrefix string = '10.42.0.0/20'
 param endpointsSubnetPrefix string = '10.42.255.0/24'
 
 var base = '${namePrefix}-${environment}'
-var compact = '${namePrefix}${environment}${substring(uniqueString(subscription().id, resourceGroup().id), 0, 6)}'
+var compact = '${namePrefix}${environment}${empty(nameSuffix) ? substring(uniqueString(subscription().id, resourceGroup().id), 0, 6) : nameSuffix}'
 var tags = union({ application: 'retail-forecast', environment: environment, managed_by: 'bicep' }, extraTags)
 var enablePrivateEndpoints = publicNetworkAccess == 'Disabled'
 var roles = {
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
 resource rgTags 'Microsoft.Resources/tags@2024-03-01' = {
@@ -81,6 +90,55 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
     Application_Type: 'other'
     WorkspaceResourceId: logs.id
     DisableLocalAuth: true
+  }
+}
+
+// What the queries and the portal's Container Insights views read; ContainerLogV2 only (not the v1
+// ContainerLog table as well, which would ingest every log line twice).
+var containerInsightsStreams = [
+  'Microsoft-ContainerLogV2'
+  'Microsoft-KubeEvents'
+  'Microsoft-KubePodInventory'
+  'Microsoft-KubeNodeInventory'
+  'Microsoft-KubeServices'
+  'Microsoft-KubeMonAgentEvents'
+  'Microsoft-InsightsMetrics'
+  'Microsoft-ContainerInventory'
+  'Microsoft-ContainerNodeInventory'
+  'Microsoft-Perf'
+]
+
+// Container Insights with managed identity auth collects only through a data collection rule associated
+// with the cluster (the portal and `az aks enable-addons` create these two; a template must).
+// Logs are limited to the operator's and the scoring pods' namespaces to bound ingestion cost.
+resource containerInsightsRule 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
+  name: 'dcr-${base}-container-insights'
+  location: location
+  tags: tags
+  kind: 'Linux'
+  properties: {
+    description: 'Container Insights for aks-${base}.'
+    dataSources: {
+      extensions: [
+        {
+          name: 'ContainerInsightsExtension'
+          extensionName: 'ContainerInsights'
+          streams: containerInsightsStreams
+          extensionSettings: {
+            dataCollectionSettings: {
+              interval: '1m'
+              namespaceFilteringMode: 'Include'
+              namespaces: [kubernetesNamespace, operatorNamespace]
+              enableContainerLogV2: true
+            }
+          }
+        }
+      ]
+    }
+    destinations: {
+      logAnalytics: [{ name: 'ciworkspace', workspaceResourceId: logs.id }]
+    }
+    dataFlows: [{ streams: containerInsightsStreams, destinations: ['ciworkspace'] }]
   }
 }
 
@@ -131,6 +189,8 @@ var aksSubnetId = '${vnet.id}/subnets/snet-aks'
 var endpointsSubnetId = '${vnet.id}/subnets/snet-endpoints'
 
 // ---------------------------------------------------------------- AKS
+// Host encryption (both pools) needs the subscription feature Microsoft.Compute/EncryptionAtHost registered
+// once before the first deployment (infra/README.md, "Deploy from zero").
 resource aks 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
   name: 'aks-${base}'
   location: location
@@ -192,6 +252,7 @@ resource aks 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
       'scale-down-delay-after-add': '10m'
     }
     addonProfiles: {
+      // Managed identity auth: the agent sends what the data collection rule below asks for.
       omsagent: {
         enabled: true
         config: {
@@ -200,12 +261,35 @@ resource aks 'Microsoft.ContainerService/managedClusters@2024-09-01' = {
         }
       }
       azurepolicy: { enabled: true }
-      kubeDashboard: { enabled: false }
       azureKeyvaultSecretsProvider: {
         enabled: true
         config: { enableSecretRotation: 'true' }
       }
     }
+  }
+}
+
+resource containerInsightsAssociation 'Microsoft.Insights/dataCollectionRuleAssociations@2023-03-11' = {
+  name: 'ContainerInsightsExtension'
+  scope: aks
+  properties: {
+    dataCollectionRuleId: containerInsightsRule.id
+    description: 'Container Insights data collection; deleting it stops all Container Insights data.'
+  }
+}
+
+// Control-plane audit: who changed what through the API server (write operations only: kube-audit-admin
+// leaves out get/list/watch, which are most of the volume) and Entra ID authorisation decisions (guard).
+resource aksDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'diag-aks-to-log-analytics'
+  scope: aks
+  properties: {
+    workspaceId: logs.id
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      { category: 'kube-audit-admin', enabled: true }
+      { category: 'guard', enabled: true }
+    ]
   }
 }
 
@@ -231,20 +315,20 @@ resource userPool 'Microsoft.ContainerService/managedClusters/agentPools@2024-09
 }
 
 // ---------------------------------------------------------------- ACR
-resource acr 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
+// No content trust: Azure refuses it on new registries (ContentTrustUnsupported; Docker Content Trust is
+// being retired). Images are signed with Notation instead (infra/README.md). Anonymous pull is off by default.
+resource acr 'Microsoft.ContainerRegistry/registries@2025-04-01' = {
   name: 'acr${compact}'
   location: location
   tags: tags
   sku: { name: 'Premium' }
   properties: {
     adminUserEnabled: false
-    anonymousPullEnabled: false
     dataEndpointEnabled: true
     publicNetworkAccess: publicNetworkAccess
     zoneRedundancy: 'Enabled'
     policies: {
       retentionPolicy: { status: 'enabled', days: 30 }
-      trustPolicy: { status: 'enabled', type: 'Notary' }
     }
   }
 }
@@ -255,6 +339,17 @@ resource kubeletAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.acrPull)
     principalId: aks.properties.identityProfile.kubeletidentity.objectId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Azure ML jobs on the training cluster pull their environment image with the cluster's identity.
+resource trainingAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(acr.id, trainingIdentity.id, roles.acrPull)
+  scope: acr
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.acrPull)
+    principalId: trainingIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }
@@ -315,6 +410,23 @@ resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
   }
 }
 
+// Tiering never touches what a ForecastModel may serve or roll back to: an archived blob takes hours to
+// rehydrate, so every new scoring pod (scale-up, node drain) would fail to fetch it. The publisher tags every
+// blob retail_forecast_lifecycle=servable, the operator retags a version retired once no ForecastModel can
+// serve or roll back to it (retail_forecast/core/store.py); only retired blobs and noncurrent blob versions
+// (left by an overwrite or delete, never read by the store) are tiered.
+// Archive exists on LRS, GRS and RA-GRS accounts only: on ZRS, GZRS and RA-GZRS tiering stops at Cool.
+var archiveSupported = contains(['Standard_LRS', 'Standard_GRS', 'Standard_RAGRS'], storageSku)
+// Published blobs are never modified (tags do not count), so "since modification" is "since publish". A blob
+// rehydrated for a rollback is not archived again for a week after its tier changed.
+var retiredToCool = { daysAfterModificationGreaterThan: modelTierCoolAfterDays }
+var retiredToArchive = { daysAfterModificationGreaterThan: modelTierArchiveAfterDays, daysAfterLastTierChangeGreaterThan: 7 }
+var noncurrentTiers = {
+  tierToCool: { daysAfterCreationGreaterThan: modelTierCoolAfterDays }
+  delete: { daysAfterCreationGreaterThan: 365 }
+}
+var noncurrentToArchive = { daysAfterCreationGreaterThan: modelTierArchiveAfterDays }
+
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -322,7 +434,22 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
     policy: {
       rules: [
         {
-          name: 'model-versions-hot-cool-archive'
+          name: 'retired-model-versions'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: ['blockBlob']
+              prefixMatch: ['${modelsContainerName}/']
+              blobIndexMatch: [{ name: 'retail_forecast_lifecycle', op: '==', value: 'retired' }]
+            }
+            actions: {
+              baseBlob: union({ tierToCool: retiredToCool }, archiveSupported ? { tierToArchive: retiredToArchive } : {})
+            }
+          }
+        }
+        {
+          name: 'noncurrent-blob-versions'
           enabled: true
           type: 'Lifecycle'
           definition: {
@@ -331,15 +458,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
               prefixMatch: ['${modelsContainerName}/']
             }
             actions: {
-              baseBlob: {
-                tierToCool: { daysAfterCreationGreaterThan: modelTierCoolAfterDays }
-                tierToArchive: { daysAfterCreationGreaterThan: modelTierArchiveAfterDays }
-              }
-              version: {
-                tierToCool: { daysAfterCreationGreaterThan: modelTierCoolAfterDays }
-                tierToArchive: { daysAfterCreationGreaterThan: modelTierArchiveAfterDays }
-                delete: { daysAfterCreationGreaterThan: 365 }
-              }
+              version: union(noncurrentTiers, archiveSupported ? { tierToArchive: noncurrentToArchive } : {})
             }
           }
         }
@@ -359,6 +478,16 @@ resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
       { category: 'StorageDelete', enabled: true }
     ]
     metrics: [{ category: 'Transaction', enabled: true }]
+  }
+}
+
+// Audit log of every data-plane access (secret, key and certificate reads and writes) and policy change.
+resource keyVaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'diag-kv-to-log-analytics'
+  scope: keyVault
+  properties: {
+    workspaceId: logs.id
+    logs: [{ categoryGroup: 'audit', enabled: true }]
   }
 }
 
@@ -440,7 +569,8 @@ resource trainingFederation 'Microsoft.ManagedIdentity/userAssignedIdentities/fe
   }
 }
 
-// Least privilege on the model store: only training writes (publishes) model versions.
+// Least privilege on the model store: the scoring side only reads it. Training publishes: its write access
+// comes with the workspace storage role below (the models container is on the same account).
 resource inferenceModelsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(modelsContainer.id, inferenceIdentity.id, roles.storageBlobDataReader)
   scope: modelsContainer
@@ -461,18 +591,52 @@ resource operatorModelsReader 'Microsoft.Authorization/roleAssignments@2022-04-0
   }
 }
 
-resource trainingModelsContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(modelsContainer.id, trainingIdentity.id, roles.storageBlobDataContributor)
+// Blob index tags need their own data actions (no Storage Blob Data role but Owner has them): the publisher
+// tags what it writes (servable), the operator retags versions it retires; the lifecycle policy reads them.
+resource modelLifecycleTagger 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'model-lifecycle-tagger')
+  properties: {
+    roleName: 'retail-forecast model lifecycle tagger (${compact})'
+    description: 'Read and write blob index tags (retail_forecast_lifecycle) on the model store.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: []
+        notActions: []
+        dataActions: [
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/read'
+          'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags/write'
+        ]
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [resourceGroup().id]
+  }
+}
+
+resource trainingModelsTagger 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, trainingIdentity.id, 'model-lifecycle-tagger')
   scope: modelsContainer
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    roleDefinitionId: modelLifecycleTagger.id
     principalId: trainingIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }
 
+resource operatorModelsTagger 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(modelsContainer.id, operatorIdentity.id, 'model-lifecycle-tagger')
+  scope: modelsContainer
+  properties: {
+    roleDefinitionId: modelLifecycleTagger.id
+    principalId: operatorIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 // ---------------------------------------------------------------- Azure ML
-resource amlWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' = {
+// systemDatastoresAuthMode: first in a stable API version in 2025-06-01.
+resource amlWorkspace 'Microsoft.MachineLearningServices/workspaces@2025-06-01' = {
   name: 'mlw-${base}'
   location: location
   tags: tags
@@ -486,27 +650,54 @@ resource amlWorkspace 'Microsoft.MachineLearningServices/workspaces@2024-04-01' 
     publicNetworkAccess: publicNetworkAccess
     hbiWorkspace: environment == 'prod'
     v1LegacyMode: false
-    systemDatastoresAuthMode: 'identity'
-    // Managed VNet: computes reach the model store through a workspace-managed private endpoint.
+    // The storage account allows no shared keys: the workspace's own datastores authenticate with identities.
+    systemDatastoresAuthMode: 'Identity'
+    // Managed VNet: computes reach the workspace's storage, Key Vault and ACR through managed private
+    // endpoints that Azure ML creates itself for its associated resources (no user-defined outbound rules).
     managedNetwork: {
       isolationMode: 'AllowInternetOutbound'
-      outboundRules: {
-        'models-blob': {
-          type: 'PrivateEndpoint'
-          category: 'UserDefined'
-          destination: {
-            serviceResourceId: storage.id
-            subresourceTarget: 'blob'
-            sparkEnabled: false
-          }
-        }
-      }
     }
   }
 }
 
+// Identity-mode datastores: jobs read inputs and write outputs on the workspace's blob datastores
+// (azureml-blobstore-<workspace id>, created by the workspace) with the cluster's identity. The containers
+// are named by Azure ML, so the role is on the account; it includes the models container, which training
+// publishes to anyway. The scoring identities keep container-scoped read access.
+resource trainingWorkspaceStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, trainingIdentity.id, roles.storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: trainingIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Application Insights accepts only Entra ID-authenticated telemetry (local auth off): the workspace and
+// the training jobs publish with their identities.
+resource workspaceAppInsightsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, amlWorkspace.id, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: amlWorkspace.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource trainingAppInsightsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, trainingIdentity.id, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: trainingIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 // Training runs here; it scales to zero nodes when no job is queued.
-resource amlCompute 'Microsoft.MachineLearningServices/workspaces/computes@2024-04-01' = {
+resource amlCompute 'Microsoft.MachineLearningServices/workspaces/computes@2025-06-01' = {
   parent: amlWorkspace
   name: 'cpu-training'
   location: location
@@ -532,25 +723,34 @@ resource amlCompute 'Microsoft.MachineLearningServices/workspaces/computes@2024-
 }
 
 // ---------------------------------------------------------------- private endpoints (optional)
+// Each endpoint with its private DNS zones (indexes into privateDnsZoneNames) linked to the VNet. The AML
+// workspace needs two zones: its API (api.azureml.ms) and its notebooks (notebooks.azure.net).
+var privateDnsZoneNames = [
+  'privatelink.blob.${az.environment().suffixes.storage}'
+  'privatelink.vaultcore.azure.net'
+  'privatelink.azurecr.io'
+  'privatelink.api.azureml.ms'
+  'privatelink.notebooks.azure.net'
+]
 var endpointTargets = [
-  { key: 'blob', id: storage.id, groupId: 'blob', zone: 'privatelink.blob.${az.environment().suffixes.storage}' }
-  { key: 'vault', id: keyVault.id, groupId: 'vault', zone: 'privatelink.vaultcore.azure.net' }
-  { key: 'registry', id: acr.id, groupId: 'registry', zone: 'privatelink.azurecr.io' }
-  { key: 'amlworkspace', id: amlWorkspace.id, groupId: 'amlworkspace', zone: 'privatelink.api.azureml.ms' }
+  { key: 'blob', id: storage.id, groupId: 'blob', zones: [0] }
+  { key: 'vault', id: keyVault.id, groupId: 'vault', zones: [1] }
+  { key: 'registry', id: acr.id, groupId: 'registry', zones: [2] }
+  { key: 'amlworkspace', id: amlWorkspace.id, groupId: 'amlworkspace', zones: [3, 4] }
 ]
 
-resource dnsZones 'Microsoft.Network/privateDnsZones@2020-06-01' = [
-  for target in (enablePrivateEndpoints ? endpointTargets : []): {
-    name: target.zone
+resource dnsZones 'Microsoft.Network/privateDnsZones@2024-06-01' = [
+  for zone in (enablePrivateEndpoints ? privateDnsZoneNames : []): {
+    name: zone
     location: 'global'
     tags: tags
   }
 ]
 
-resource dnsLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2020-06-01' = [
-  for (target, i) in (enablePrivateEndpoints ? endpointTargets : []): {
+resource dnsLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2024-06-01' = [
+  for (zone, i) in (enablePrivateEndpoints ? privateDnsZoneNames : []): {
     parent: dnsZones[i]
-    name: 'link-${target.key}'
+    name: 'link-${replace(zone, '.', '-')}'
     location: 'global'
     tags: tags
     properties: {
@@ -560,8 +760,8 @@ resource dnsLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@2020-06
   }
 ]
 
-resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-01-01' = [
-  for (target, i) in (enablePrivateEndpoints ? endpointTargets : []): {
+resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-05-01' = [
+  for target in (enablePrivateEndpoints ? endpointTargets : []): {
     name: 'pe-${base}-${target.key}'
     location: location
     tags: tags
@@ -580,15 +780,15 @@ resource privateEndpoints 'Microsoft.Network/privateEndpoints@2024-01-01' = [
   }
 ]
 
-resource privateDnsGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-01-01' = [
+resource privateDnsGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024-05-01' = [
   for (target, i) in (enablePrivateEndpoints ? endpointTargets : []): {
     parent: privateEndpoints[i]
     name: 'default'
     properties: {
       privateDnsZoneConfigs: [
-        {
-          name: target.key
-          properties: { privateDnsZoneId: dnsZones[i].id }
+        for zone in target.zones: {
+          name: replace(privateDnsZoneNames[zone], '.', '-')
+          properties: { privateDnsZoneId: dnsZones[zone].id }
         }
       ]
     }
@@ -648,7 +848,7 @@ resource podsNotReady 'Microsoft.Insights/metricAlerts@2018-03-01' = {
 
 var logAlerts = [
   {
-    key: 'http-5xx'
+    key: 'http-5xx-ratio'
     description: 'Share of 5xx responses of the scoring service above the threshold over 5 minutes.'
     severity: 1
     window: 'PT5M'
@@ -682,7 +882,7 @@ var logAlerts = [
   }
 ]
 
-resource scheduledQueryRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [
+resource scheduledQueryRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
   for rule in logAlerts: {
     name: 'alert-${base}-${rule.key}'
     location: location
@@ -734,3 +934,8 @@ output aml_compute_name string = amlCompute.name
 output log_analytics_workspace_id string = logs.properties.customerId
 output kubernetes_namespace string = kubernetesNamespace
 output operator_namespace string = operatorNamespace
+output service_accounts object = {
+  operator: operatorServiceAccount
+  inference: inferenceServiceAccount
+  training: trainingServiceAccount
+}

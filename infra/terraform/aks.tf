@@ -1,3 +1,5 @@
+# Host encryption (both pools) needs the subscription feature Microsoft.Compute/EncryptionAtHost registered
+# once before the first apply (infra/README.md, "Deploy from zero"); without it AKS refuses the node pools.
 resource "azurerm_kubernetes_cluster" "main" {
   name                = "aks-${local.base}"
   location            = azurerm_resource_group.main.location
@@ -67,7 +69,8 @@ resource "azurerm_kubernetes_cluster" "main" {
     scale_down_delay_after_add  = "10m"
   }
 
-  # Container Insights (ContainerLogV2, KubeEvents, InsightsMetrics) with managed identity auth.
+  # Container Insights with managed identity auth: the agent sends what the data collection rule in
+  # monitoring.tf (associated with this cluster) asks for; without the rule nothing reaches Log Analytics.
   oms_agent {
     log_analytics_workspace_id      = azurerm_log_analytics_workspace.main.id
     msi_auth_for_monitoring_enabled = true

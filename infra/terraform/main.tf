@@ -2,8 +2,10 @@ data "azurerm_client_config" "current" {}
 
 locals {
   base = "${var.name_prefix}-${var.environment}"
-  # Storage account, ACR and Key Vault names: globally unique, no dashes.
-  compact = "${var.name_prefix}${var.environment}${substr(md5(data.azurerm_client_config.current.subscription_id), 0, 6)}"
+  # Storage account, ACR and Key Vault names: globally unique, no dashes. The suffix defaults to a hash of
+  # the subscription (Bicep's default hashes differently): pass the same name_suffix to both for the same names.
+  name_suffix = coalesce(var.name_suffix, substr(md5(data.azurerm_client_config.current.subscription_id), 0, 6))
+  compact     = "${var.name_prefix}${var.environment}${local.name_suffix}"
   tags = merge(
     {
       application = "retail-forecast"
@@ -30,13 +32,13 @@ resource "azurerm_log_analytics_workspace" "main" {
 }
 
 resource "azurerm_application_insights" "main" {
-  name                          = "appi-${local.base}"
-  location                      = azurerm_resource_group.main.location
-  resource_group_name           = azurerm_resource_group.main.name
-  workspace_id                  = azurerm_log_analytics_workspace.main.id
-  application_type              = "other"
-  local_authentication_disabled = true
-  tags                          = local.tags
+  name                         = "appi-${local.base}"
+  location                     = azurerm_resource_group.main.location
+  resource_group_name          = azurerm_resource_group.main.name
+  workspace_id                 = azurerm_log_analytics_workspace.main.id
+  application_type             = "other"
+  local_authentication_enabled = false
+  tags                         = local.tags
 }
 
 resource "azurerm_virtual_network" "main" {

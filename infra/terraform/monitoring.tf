@@ -1,5 +1,83 @@
 locals {
   kql_dir = "${path.module}/../monitor/kql/alerts"
+  # What the queries and the portal's Container Insights views read; ContainerLogV2 only (not the v1
+  # ContainerLog table as well, which would ingest every log line twice).
+  container_insights_streams = [
+    "Microsoft-ContainerLogV2",
+    "Microsoft-KubeEvents",
+    "Microsoft-KubePodInventory",
+    "Microsoft-KubeNodeInventory",
+    "Microsoft-KubeServices",
+    "Microsoft-KubeMonAgentEvents",
+    "Microsoft-InsightsMetrics",
+    "Microsoft-ContainerInventory",
+    "Microsoft-ContainerNodeInventory",
+    "Microsoft-Perf",
+  ]
+}
+
+# Container Insights with managed identity auth collects only through a data collection rule associated
+# with the cluster (the portal and `az aks enable-addons` create these two; a template must).
+# Logs are limited to the operator's and the scoring pods' namespaces to bound ingestion cost.
+resource "azurerm_monitor_data_collection_rule" "container_insights" {
+  name                = "dcr-${local.base}-container-insights"
+  location            = azurerm_resource_group.main.location
+  resource_group_name = azurerm_resource_group.main.name
+  kind                = "Linux"
+  description         = "Container Insights for aks-${local.base}."
+  tags                = local.tags
+
+  destinations {
+    log_analytics {
+      name                  = "ciworkspace"
+      workspace_resource_id = azurerm_log_analytics_workspace.main.id
+    }
+  }
+
+  data_flow {
+    streams      = local.container_insights_streams
+    destinations = ["ciworkspace"]
+  }
+
+  data_sources {
+    extension {
+      name           = "ContainerInsightsExtension"
+      extension_name = "ContainerInsights"
+      streams        = local.container_insights_streams
+      extension_json = jsonencode({
+        dataCollectionSettings = {
+          interval               = "1m"
+          namespaceFilteringMode = "Include"
+          namespaces             = [var.kubernetes_namespace, var.operator_namespace]
+          enableContainerLogV2   = true
+        }
+      })
+    }
+  }
+}
+
+resource "azurerm_monitor_data_collection_rule_association" "container_insights" {
+  name                    = "ContainerInsightsExtension"
+  target_resource_id      = azurerm_kubernetes_cluster.main.id
+  data_collection_rule_id = azurerm_monitor_data_collection_rule.container_insights.id
+  description             = "Container Insights data collection; deleting it stops all Container Insights data."
+}
+
+# Control-plane audit: who changed what through the API server (write operations only: kube-audit-admin
+# leaves out get/list/watch, which are most of the volume) and Entra ID authorisation decisions (guard).
+resource "azurerm_monitor_diagnostic_setting" "aks" {
+  name                           = "diag-aks-to-log-analytics"
+  target_resource_id             = azurerm_kubernetes_cluster.main.id
+  log_analytics_workspace_id     = azurerm_log_analytics_workspace.main.id
+  log_analytics_destination_type = "Dedicated"
+
+  enabled_log {
+    category = "kube-audit-admin"
+  }
+
+  enabled_log {
+    category = "guard"
+  }
 }
 
 resource "azurerm_monitor_action_group" "oncall" {

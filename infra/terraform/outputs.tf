@@ -71,11 +71,6 @@ output "log_analytics_workspace_id" {
   value = azurerm_log_analytics_workspace.main.workspace_id
 }
 
-output "application_insights_connection_string" {
-  value     = azurerm_application_insights.main.connection_string
-  sensitive = true
-}
-
 output "kubernetes_namespace" {
   value = var.kubernetes_namespace
 }

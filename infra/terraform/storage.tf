@@ -48,13 +48,54 @@ resource "azurerm_storage_container" "models" {
   container_access_type = "private"
 }
 
-# Versions are immutable folders; a new version never overwrites an old one, so what ages here are the
-# versions themselves (by creation time) and any overwritten blob versions (noncurrent versions).
+# Tiering never touches what a ForecastModel may serve or roll back to: an archived blob takes hours to
+# rehydrate, so every new scoring pod (scale-up, node drain) would fail to fetch it. The publisher tags every
+# blob retail_forecast_lifecycle=servable, the operator retags a version retired once no ForecastModel can
+# serve or roll back to it (retail_forecast/core/store.py); only retired blobs and noncurrent blob versions
+# (left by an overwrite or delete, never read by the store) are tiered.
+locals {
+  # Archive exists on LRS, GRS and RA-GRS accounts only: on ZRS, GZRS and RA-GZRS tiering stops at Cool.
+  archive_supported = contains(["LRS", "GRS", "RAGRS"], var.storage_replication_type)
+}
+
 resource "azurerm_storage_management_policy" "models" {
   storage_account_id = azurerm_storage_account.models.id
 
+  lifecycle {
+    precondition {
+      condition     = var.model_tier_archive_after_days > var.model_tier_cool_after_days
+      error_message = "model_tier_archive_after_days must be later than model_tier_cool_after_days."
+    }
+  }
+
   rule {
-    name    = "model-versions-hot-cool-archive"
+    name    = "retired-model-versions"
+    enabled = true
+
+    filters {
+      blob_types   = ["blockBlob"]
+      prefix_match = ["${var.models_container_name}/"]
+
+      match_blob_index_tag {
+        name      = "retail_forecast_lifecycle"
+        operation = "=="
+        value     = "retired"
+      }
+    }
+
+    # Published blobs are never modified (tags do not count), so "since modification" is "since publish".
+    # A blob rehydrated for a rollback is not archived again for a week after its tier changed.
+    actions {
+      base_blob {
+        tier_to_cool_after_days_since_modification_greater_than        = var.model_tier_cool_after_days
+        tier_to_archive_after_days_since_modification_greater_than     = local.archive_supported ? var.model_tier_archive_after_days : null
+        tier_to_archive_after_days_since_last_tier_change_greater_than = local.archive_supported ? 7 : null
+      }
+    }
+  }
+
+  rule {
+    name    = "noncurrent-blob-versions"
     enabled = true
 
     filters {
@@ -63,14 +104,9 @@ resource "azurerm_storage_management_policy" "models" {
     }
 
     actions {
-      base_blob {
-        tier_to_cool_after_days_since_creation_greater_than    = var.model_tier_cool_after_days
-        tier_to_archive_after_days_since_creation_greater_than = var.model_tier_archive_after_days
-      }
-
       version {
         change_tier_to_cool_after_days_since_creation    = var.model_tier_cool_after_days
-        change_tier_to_archive_after_days_since_creation = var.model_tier_archive_after_days
+        change_tier_to_archive_after_days_since_creation = local.archive_supported ? var.model_tier_archive_after_days : null
         delete_after_days_since_creation                 = 365
       }
     }
@@ -95,7 +131,7 @@ resource "azurerm_monitor_diagnostic_setting" "models_blob" {
     category = "StorageDelete"
   }
 
-  metric {
+  enabled_metric {
     category = "Transaction"
   }
 }

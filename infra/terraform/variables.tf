@@ -23,6 +23,16 @@ variable "name_prefix" {
   }
 }
 
+variable "name_suffix" {
+  description = "6 lowercase letters/digits that make the storage, ACR and Key Vault names globally unique (null: derived from the subscription id)."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.name_suffix == null || can(regex("^[a-z0-9]{6}$", var.name_suffix))
+    error_message = "name_suffix must be 6 lowercase letters or digits."
+  }
+}
+
 variable "tags" {
   description = "Extra tags merged into every resource's tags."
   type        = map(string)
@@ -74,10 +84,19 @@ variable "user_node_max_count" {
   default = 5
 }
 
+# No default: the API server is public, so it only ever sees public source addresses (a private range
+# would lock everyone out). Pass the egress IPs of the deploying agents and of the admins, e.g.
+#   -var 'api_server_authorized_ip_ranges=["203.0.113.7/32"]'
 variable "api_server_authorized_ip_ranges" {
-  description = "CIDRs allowed to reach the AKS API server (CI agents, admins). Ignored for a private cluster."
+  description = "Public CIDRs allowed to reach the AKS API server: the deploying agents' and the admins' egress addresses."
   type        = list(string)
-  default     = ["10.0.0.0/8"]
+  validation {
+    condition = length(var.api_server_authorized_ip_ranges) > 0 && alltrue([
+      for cidr in var.api_server_authorized_ip_ranges :
+      can(cidrhost(cidr, 0)) && !can(regex("^(0\\.0\\.0\\.0/0|10\\.|127\\.|192\\.168\\.|172\\.(1[6-9]|2[0-9]|3[01])\\.)", cidr))
+    ])
+    error_message = "api_server_authorized_ip_ranges must list public CIDRs (not 0.0.0.0/0, not RFC 1918 or loopback)."
+  }
 }
 
 variable "storage_allowed_ip_ranges" {
@@ -87,9 +106,13 @@ variable "storage_allowed_ip_ranges" {
 }
 
 variable "storage_replication_type" {
-  description = "Replication of the model storage account (GRS for prod, ZRS or GRS for dev)."
+  description = "Replication of the model storage account (GRS for prod, ZRS or GRS for dev). Retired versions reach Archive on LRS, GRS and RAGRS only."
   type        = string
   default     = "GRS"
+  validation {
+    condition     = contains(["LRS", "ZRS", "GRS", "RAGRS", "GZRS", "RAGZRS"], var.storage_replication_type)
+    error_message = "storage_replication_type must be LRS, ZRS, GRS, RAGRS, GZRS or RAGZRS."
+  }
 }
 
 variable "blob_soft_delete_days" {
@@ -99,13 +122,13 @@ variable "blob_soft_delete_days" {
 }
 
 variable "model_tier_cool_after_days" {
-  description = "Previous (non-current) model versions move to Cool after this many days."
+  description = "Retired model versions (and noncurrent blob versions) move to Cool this many days after publish."
   type        = number
   default     = 30
 }
 
 variable "model_tier_archive_after_days" {
-  description = "Previous (non-current) model versions move to Archive after this many days."
+  description = "Retired model versions (and noncurrent blob versions) move to Archive this many days after publish (LRS, GRS, RA-GRS only)."
   type        = number
   default     = 90
 }

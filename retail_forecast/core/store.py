@@ -3,6 +3,11 @@
 A version is `<prefix>/<name>/<version>/{model.onnx,manifest.json}`. The store logic lives once in
 `ModelStore`; each backend only knows how to create a key that must not exist yet, read, test and list
 keys, so the immutability and integrity rules cannot drift between Azure and the local directory.
+
+In Azure every blob carries the blob index tag `LIFECYCLE_TAG`: `servable` from publish on, `retired` once
+the operator decides no ForecastModel can serve or roll back to the version. The storage lifecycle policy
+(infra/terraform/storage.tf, infra/bicep/main.bicep) tiers only `retired` blobs: an archived blob takes
+hours to read, so tiering anything else would fail the next scoring pod that fetches it.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Protocol
 from urllib.parse import unquote, urlsplit
@@ -42,7 +48,9 @@ from retail_forecast.core.manifest import (
 )
 
 __all__ = [
+    "LIFECYCLE_TAG",
     "IntegrityError",
+    "Lifecycle",
     "ModelStore",
     "StoreConfigError",
     "StoreError",
@@ -64,6 +72,15 @@ _RETRY_TOTAL: Final = 2
 _RETRY_BACKOFF_S: Final = 2
 
 _CONTAINER_PATTERN: Final = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+
+LIFECYCLE_TAG: Final = "retail_forecast_lifecycle"
+
+
+class Lifecycle(StrEnum):
+    """Values of `LIFECYCLE_TAG`; the storage lifecycle policy matches `RETIRED` and nothing else."""
+
+    SERVABLE = "servable"
+    RETIRED = "retired"
 
 
 class StoreError(Exception):
@@ -101,8 +118,13 @@ class _NotFoundError(Exception):
 class _Backend(Protocol):
     """What a storage service must offer; keys are '/'-separated and relative to the store URI."""
 
-    def put_new(self, key: str, data: bytes) -> None:
-        """Create `key` atomically, raising `_ExistsError` if it exists: there is no overwrite at all."""
+    def put_new(self, key: str, data: bytes, tags: Mapping[str, str]) -> None:
+        """Create `key` atomically with its index `tags`, raising `_ExistsError` if it exists: there is no
+        overwrite at all."""
+        ...
+
+    def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        """Replace the index tags of an existing `key`; raise `_NotFoundError` when missing."""
         ...
 
     def get(self, key: str) -> bytes:
@@ -169,8 +191,9 @@ class ModelStore:
         )
         if self._backend.exists(manifest_key):
             raise VersionExistsError(f"{location} is already published; versions are immutable")
+        servable = {LIFECYCLE_TAG: Lifecycle.SERVABLE.value}
         try:
-            self._backend.put_new(model_key, data)
+            self._backend.put_new(model_key, data, servable)
         except _ExistsError:
             try:
                 existing = sha256_bytes(self._backend.get(model_key))
@@ -182,10 +205,27 @@ class ModelStore:
                     f"this model has sha256 {actual}; publish under another version"
                 ) from None
         try:
-            self._backend.put_new(manifest_key, stored.to_json().encode())
+            self._backend.put_new(manifest_key, stored.to_json().encode(), servable)
         except _ExistsError:
             raise VersionExistsError(f"{location} is already published; versions are immutable") from None
         return stored
+
+    def retire(self, name: str, version: str) -> None:
+        """Mark a complete version as one no ForecastModel serves or may roll back to, so that the storage
+        lifecycle policy may tier it (Cool, then Archive where the account supports it).
+
+        The caller (the operator) owns that decision. To serve a retired version again, rehydrate its
+        blobs to Hot first and tag them servable again.
+        """
+        location = self.describe(name, version)
+        if not self._backend.exists(self._key(name, version, MANIFEST_FILE)):
+            raise VersionNotFoundError(f"{location} does not exist (no {MANIFEST_FILE})")
+        retired = {LIFECYCLE_TAG: Lifecycle.RETIRED.value}
+        for file in (MODEL_FILE, MANIFEST_FILE):
+            try:
+                self._backend.set_tags(self._key(name, version, file), retired)
+            except _NotFoundError:
+                raise IntegrityError(f"{location}/{file} is missing although its manifest exists") from None
 
     def versions(self, name: str) -> list[str]:
         """Complete versions only, oldest first: '2' before '10', timestamps chronologically."""
@@ -286,7 +326,7 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 
 class _LocalBackend:
-    """A directory tree; a key is a file path below `root`."""
+    """A directory tree; a key is a file path below `root`. Nothing tiers a directory, so it keeps no tags."""
 
     def __init__(self, root: Path) -> None:
         self._root = root
@@ -294,7 +334,7 @@ class _LocalBackend:
     def _path(self, key: str) -> Path:
         return self._root.joinpath(*key.split("/"))
 
-    def put_new(self, key: str, data: bytes) -> None:
+    def put_new(self, key: str, data: bytes, tags: Mapping[str, str]) -> None:
         path = self._path(key)
         with _os_errors(path):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -313,6 +353,10 @@ class _LocalBackend:
                 raise _ExistsError(key) from None
             finally:
                 tmp.unlink(missing_ok=True)
+
+    def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        if not self.exists(key):
+            raise _NotFoundError(key)
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -385,10 +429,10 @@ class _AzureBackend:
                 f"{ACCOUNT_URL_ENV} (https://<account>.blob.core.windows.net, with workload identity)"
             )
 
-    def put_new(self, key: str, data: bytes) -> None:
+    def put_new(self, key: str, data: bytes, tags: Mapping[str, str]) -> None:
         with self._errors():
             try:
-                self._upload_new(key, data)
+                self._upload_new(key, data, tags)
                 return
             except ResourceNotFoundError as exc:
                 if _error_code(exc) != "ContainerNotFound":
@@ -398,12 +442,13 @@ class _AzureBackend:
             except ResourceExistsError as exc:
                 if _error_code(exc) != "ContainerAlreadyExists":  # e.g. ContainerBeingDeleted
                     raise
-            self._upload_new(key, data)
+            self._upload_new(key, data, tags)
 
-    def _upload_new(self, key: str, data: bytes) -> None:
+    def _upload_new(self, key: str, data: bytes, tags: Mapping[str, str]) -> None:
         try:
-            # overwrite=False sends If-None-Match: *, so the service itself enforces immutability.
-            self._client.upload_blob(self._prefix + key, data, overwrite=False)
+            # overwrite=False sends If-None-Match: *, so the service itself enforces immutability; the tags
+            # travel in the same request, so no blob is ever untagged.
+            self._client.upload_blob(self._prefix + key, data, overwrite=False, tags=dict(tags))
         except ResourceExistsError as exc:
             if _error_code(exc) != "BlobAlreadyExists":
                 raise
@@ -415,6 +460,15 @@ class _AzureBackend:
                 return self._client.download_blob(self._prefix + key).readall()
             except ResourceNotFoundError as exc:
                 # Only the service's own verdict counts: a bare 404 (wrong endpoint, a proxy) is an error.
+                if _error_code(exc) not in ("BlobNotFound", "ContainerNotFound"):
+                    raise
+                raise _NotFoundError(key) from None
+
+    def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        with self._errors():
+            try:
+                self._client.get_blob_client(self._prefix + key).set_blob_tags(dict(tags))
+            except ResourceNotFoundError as exc:
                 if _error_code(exc) not in ("BlobNotFound", "ContainerNotFound"):
                     raise
                 raise _NotFoundError(key) from None

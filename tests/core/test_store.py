@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -26,7 +27,9 @@ from retail_forecast.core.manifest import (
     sha256_bytes,
 )
 from retail_forecast.core.store import (
+    LIFECYCLE_TAG,
     IntegrityError,
+    Lifecycle,
     ModelStore,
     StoreConfigError,
     StoreError,
@@ -281,6 +284,17 @@ def test_fetch_never_replaces_other_content(store: ModelStore, tmp_path: Path) -
     assert entries(dest) == [MANIFEST_FILE, MODEL_FILE]
 
 
+def test_retire_needs_a_complete_version_and_moves_no_bytes(store: ModelStore, tmp_path: Path) -> None:
+    with pytest.raises(VersionNotFoundError, match=re.escape(store.describe(NAME, VERSION))):
+        store.retire(NAME, VERSION)
+    local = write_model(tmp_path / "model")
+    store.publish(tmp_path / "model", NAME)
+    store.retire(NAME, VERSION)
+    store.retire(NAME, VERSION)  # the operator may repeat itself
+    assert store.versions(NAME) == [VERSION]
+    assert store.fetch(NAME, VERSION, tmp_path / "out") == local
+
+
 def test_missing_version(store: ModelStore, tmp_path: Path) -> None:
     dest = tmp_path / "out" / "current"
     with pytest.raises(VersionNotFoundError, match=re.escape(store.describe(NAME, "9"))):
@@ -358,6 +372,35 @@ def test_uris_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def test_every_blob_carries_its_lifecycle_state_in_the_blob_index(
+    azure_store_uri: str, tmp_path: Path
+) -> None:
+    """What the lifecycle policy matches (infra/tests/infra/test_lifecycle.py): published versions are
+    `servable` from their first byte on, a retired version's blobs are `retired`, nothing else changes."""
+    store = open_store(azure_store_uri)
+    for version in ("1", "2"):
+        write_model(tmp_path / version, version.encode() * 8, version=version)
+        store.publish(tmp_path / version, NAME)
+    client = ContainerClient.from_connection_string(
+        os.environ["AZURE_STORAGE_CONNECTION_STRING"], urlsplit(azure_store_uri).netloc
+    )
+
+    def indexed(state: Lifecycle) -> set[str]:
+        found = client.find_blobs_by_tags(f"\"{LIFECYCLE_TAG}\" = '{state.value}'")
+        return {blob.name for blob in found}
+
+    blobs = {v: {f"models/{NAME}/{v}/{MODEL_FILE}", f"models/{NAME}/{v}/{MANIFEST_FILE}"} for v in ("1", "2")}
+    assert indexed(Lifecycle.SERVABLE) == blobs["1"] | blobs["2"]
+    assert indexed(Lifecycle.RETIRED) == set()
+
+    store.retire(NAME, "1")
+    assert indexed(Lifecycle.SERVABLE) == blobs["2"]
+    assert indexed(Lifecycle.RETIRED) == blobs["1"]
+    for name in blobs["1"]:
+        assert client.get_blob_client(name).get_blob_tags() == {LIFECYCLE_TAG: "retired"}
+    assert store.versions(NAME) == ["1", "2"]
+
+
 def test_azure_needs_an_account(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
@@ -432,8 +475,8 @@ def test_azurite_dying_between_model_and_manifest(
     backend = store._backend
     real_put = backend.put_new
 
-    def put_then_die(key: str, data: bytes) -> None:
-        real_put(key, data)
+    def put_then_die(key: str, data: bytes, tags: Mapping[str, str]) -> None:
+        real_put(key, data, tags)
         if key.endswith(MODEL_FILE):
             azurite.stop()
 

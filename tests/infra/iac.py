@@ -15,9 +15,12 @@ REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 TERRAFORM = INFRA / "terraform"
 BICEP = INFRA / "bicep"
+AML_ENDPOINT = INFRA / "aml-endpoint"
+# Every Bicep file: the platform, and the autoscale setting the pipeline deploys for the managed endpoint.
+BICEP_FILES = (BICEP / "main.bicep", AML_ENDPOINT / "autoscale.bicep")
 KQL = INFRA / "monitor" / "kql"
 CHECKOV_CONFIG = INFRA / "checkov.yaml"
-DOCKERFILES = ("Dockerfile.inference", "Dockerfile.operator")
+DOCKERFILES = ("Dockerfile.inference", "Dockerfile.operator", "infra/aml-endpoint/Dockerfile")
 
 
 def unwrap(value: Any) -> Any:
@@ -57,8 +60,8 @@ def terraform_names(kind: str) -> set[str]:
     return {name for entry in terraform_blocks().get(kind, []) for name in entry}
 
 
-def bicep_template() -> dict[str, Any]:
-    return cast(dict[str, Any], BicepParser().parse(file_path=BICEP / "main.bicep"))
+def bicep_template(path: Path = BICEP / "main.bicep") -> dict[str, Any]:
+    return cast(dict[str, Any], BicepParser().parse(file_path=path))
 
 
 def bicep_resources_of_type(template: dict[str, Any], rtype: str) -> dict[str, dict[str, Any]]:

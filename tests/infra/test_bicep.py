@@ -54,10 +54,6 @@ def test_storage(template: dict[str, Any]) -> None:
     assert blob["isVersioningEnabled"] is True
     assert blob["deleteRetentionPolicy"]["enabled"] is True
     assert blob["containerDeleteRetentionPolicy"]["enabled"] is True
-    policy = one(template, "Microsoft.Storage/storageAccounts/managementPolicies")["properties"]["policy"]
-    actions = policy["rules"][0]["definition"]["actions"]
-    for block in ("baseBlob", "version"):
-        assert {"tierToCool", "tierToArchive"} <= set(actions[block]), block
 
 
 def test_key_vault(template: dict[str, Any]) -> None:
@@ -78,18 +74,93 @@ def test_role_assignments(template: dict[str, Any]) -> None:
     for config in assignments.values():
         props = config["properties"]
         role_args = json.dumps(props["roleDefinitionId"])
-        if config.get("scope") == "modelsContainer":
+        if config.get("scope") == "modelsContainer" and "storageBlobData" in role_args:
             by_principal[json.dumps(props["principalId"])] = role_args
-    assert len(by_principal) == 3
+    assert len(by_principal) == 2
     roles = json.loads(json.dumps(template["variables"]["roles"]["value"]))
     assert roles["storageBlobDataReader"] == READER
     assert roles["storageBlobDataContributor"] == CONTRIBUTOR
     expected = {"inferenceIdentity": "storageBlobDataReader", "operatorIdentity": "storageBlobDataReader"}
-    expected["trainingIdentity"] = "storageBlobDataContributor"
     for identity, role in expected.items():
         matches = [args for principal, args in by_principal.items() if identity in principal]
         assert len(matches) == 1, identity
         assert role in matches[0], (identity, matches[0])
+
+
+def test_training_identity_pulls_images_and_uses_the_workspace_storage(template: dict[str, Any]) -> None:
+    assignments = bicep_resources_of_type(template, "Microsoft.Authorization/roleAssignments")
+    training = {
+        (config["scope"], role)
+        for config in assignments.values()
+        if "trainingIdentity" in json.dumps(config["properties"]["principalId"])
+        for role in ("acrPull", "storageBlobDataContributor", "monitoringMetricsPublisher")
+        if role in json.dumps(config["properties"]["roleDefinitionId"])
+    }
+    assert training == {
+        ("acr", "acrPull"),
+        ("storage", "storageBlobDataContributor"),
+        ("appInsights", "monitoringMetricsPublisher"),
+    }
+
+
+def test_aml_workspace_datastores_use_identities(template: dict[str, Any]) -> None:
+    (workspace,) = [
+        r
+        for r in template["resources"].values()
+        if r["type"] == "Microsoft.MachineLearningServices/workspaces"
+    ]
+    assert workspace["api_version"] >= "2025-06-01", (
+        "systemDatastoresAuthMode is not in older stable versions"
+    )
+    props = workspace["config"]["properties"]
+    assert props["systemDatastoresAuthMode"] == "Identity"
+    assert "outboundRules" not in props["managedNetwork"], "the workspace's own storage needs no user rule"
+
+
+def test_no_settings_azure_refuses_or_ignores(template: dict[str, Any]) -> None:
+    acr = one(template, "Microsoft.ContainerRegistry/registries")["properties"]
+    assert "trustPolicy" not in acr["policies"] and "anonymousPullEnabled" not in acr
+    aks = one(template, "Microsoft.ContainerService/managedClusters")["properties"]
+    assert "kubeDashboard" not in aks["addonProfiles"]
+
+
+def test_container_insights_has_its_data_collection_rule(template: dict[str, Any]) -> None:
+    rule = one(template, "Microsoft.Insights/dataCollectionRules")["properties"]
+    (extension,) = rule["dataSources"]["extensions"]
+    assert extension["extensionName"] == "ContainerInsights"
+    assert extension["extensionSettings"]["dataCollectionSettings"]["enableContainerLogV2"] is True
+    streams = template["variables"]["containerInsightsStreams"]["value"]
+    assert extension["streams"] == rule["dataFlows"][0]["streams"] == "containerInsightsStreams"
+    assert {"Microsoft-ContainerLogV2", "Microsoft-KubeEvents", "Microsoft-InsightsMetrics"} <= set(streams)
+    association = one(template, "Microsoft.Insights/dataCollectionRuleAssociations")
+    assert association["name"] == "ContainerInsightsExtension" and association["scope"] == "aks"
+
+
+def test_audit_logs_of_key_vault_and_aks_control_plane(template: dict[str, Any]) -> None:
+    settings = {
+        config["scope"]: config["properties"]
+        for config in bicep_resources_of_type(template, "Microsoft.Insights/diagnosticSettings").values()
+    }
+    assert settings["keyVault"]["logs"] == [{"categoryGroup": "audit", "enabled": True}]
+    assert {log["category"] for log in settings["aks"]["logs"]} == {"kube-audit-admin", "guard"}
+
+
+def test_api_server_ranges_must_be_given(template: dict[str, Any]) -> None:
+    """A public API server sees only public addresses: no default range, and no parameter file guesses one."""
+    parameter = template["parameters"]["apiServerAuthorizedIpRanges"]
+    assert parameter["default"] is None
+    assert {"type": "min_length", "argument": 1} in parameter["decorators"]
+    for env in ("dev", "prod"):
+        assert "apiServerAuthorizedIpRanges" not in (BICEP / f"main.parameters.{env}.json").read_text()
+
+
+def test_aml_private_endpoint_has_its_notebooks_zone(template: dict[str, Any]) -> None:
+    zones = template["variables"]["privateDnsZoneNames"]["value"]
+    targets = {t["key"]: t for t in template["variables"]["endpointTargets"]["value"]}
+    assert [zones[i] for i in targets["amlworkspace"]["zones"]] == [
+        "privatelink.api.azureml.ms",
+        "privatelink.notebooks.azure.net",
+    ]
 
 
 def test_federated_credentials(template: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""checkov over Terraform, Bicep, both Dockerfiles and the rendered Helm chart: resources parsed, zero
+"""checkov over Terraform, Bicep, the Dockerfiles and the rendered Helm chart: resources parsed, zero
 failed checks, and every skip (all in infra/checkov.yaml) carries a reason."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_checkov_parsed_resources_and_nothing_failed(
     assert summary["failed"] == 0, summary
 
 
-def test_checkov_covered_both_dockerfiles(checkov_reports: dict[str, dict[str, Any]]) -> None:
+def test_checkov_covered_every_dockerfile(checkov_reports: dict[str, dict[str, Any]]) -> None:
     passed = checkov_reports["dockerfile"]["results"]["passed_checks"]
     scanned = {check["file_path"].lstrip("/") for check in passed}
     assert scanned == set(DOCKERFILES)

@@ -65,14 +65,83 @@ def test_aks_workload_identity_autoscaler_and_pools(resources: dict[str, dict[st
     assert aks["oms_agent"]["msi_auth_for_monitoring_enabled"] is True
 
 
-def test_acr_admin_disabled_and_kubelet_pulls(resources: dict[str, dict[str, Any]]) -> None:
-    assert resources["azurerm_container_registry.main"]["admin_enabled"] is False
+def test_container_insights_has_its_data_collection_rule(resources: dict[str, dict[str, Any]]) -> None:
+    """With managed-identity auth the agent collects only what a rule associated with the cluster asks for."""
+    rule = resources["azurerm_monitor_data_collection_rule.container_insights"]
+    extension = rule["data_sources"]["extension"]
+    assert extension["extension_name"] == "ContainerInsights"
+    assert extension["streams"] == rule["data_flow"]["streams"] == "${local.container_insights_streams}"
+    streams = next(
+        unwrap(entry["container_insights_streams"])
+        for entry in terraform_blocks()["locals"]
+        if "container_insights_streams" in entry
+    )
+    # The tables the KQL queries and alerts read (infra/monitor/kql).
+    assert {"Microsoft-ContainerLogV2", "Microsoft-KubeEvents", "Microsoft-InsightsMetrics"} <= set(streams)
+    assert "enableContainerLogV2" in extension["extension_json"]
+    association = resources["azurerm_monitor_data_collection_rule_association.container_insights"]
+    assert association["name"] == "ContainerInsightsExtension"
+    assert association["target_resource_id"] == "${azurerm_kubernetes_cluster.main.id}"
+    assert association["data_collection_rule_id"] == (
+        "${azurerm_monitor_data_collection_rule.container_insights.id}"
+    )
+
+
+def test_api_server_ranges_must_be_given_and_public() -> None:
+    """A public API server sees only public source addresses: no default, and private ranges refused."""
+    variable = next(
+        unwrap(entry["api_server_authorized_ip_ranges"])
+        for entry in terraform_blocks()["variable"]
+        if "api_server_authorized_ip_ranges" in entry
+    )
+    assert "default" not in variable
+    condition = str(variable["validation"]["condition"])
+    # The refusal is a regex over each CIDR: run it (HCL escapes backslashes) on addresses either side.
+    (pattern,) = re.findall(r'regex\("((?:[^"\\]|\\.)*)"', condition)
+    refused = re.compile(pattern.replace("\\\\", "\\"))
+    for private in (
+        "10.0.0.0/8",
+        "10.42.0.0/16",
+        "172.16.0.0/12",
+        "172.31.9.0/24",
+        "192.168.1.0/24",
+        "0.0.0.0/0",
+    ):
+        assert refused.search(private), private
+    for public in ("203.0.113.7/32", "172.32.0.0/16", "20.1.2.3/32", "110.0.0.0/8"):
+        assert not refused.search(public), public
+    for env in ("dev", "prod"):
+        assert "api_server_authorized_ip_ranges" not in (TERRAFORM / f"{env}.tfvars").read_text()
+
+
+def test_storage_firewall_does_not_break_apply() -> None:
+    """azurerm must not call the storage data plane, which the firewall closes to runners outside the VNet."""
+    provider = next(entry["azurerm"] for entry in terraform_blocks()["provider"] if "azurerm" in entry)
+    assert unwrap(provider)["features"]["storage"]["data_plane_available"] is False
+
+
+def test_audit_logs_of_key_vault_and_aks_control_plane(resources: dict[str, dict[str, Any]]) -> None:
+    vault = resources["azurerm_monitor_diagnostic_setting.key_vault"]
+    assert vault["target_resource_id"] == "${azurerm_key_vault.main.id}"
+    assert vault["enabled_log"]["category_group"] == "audit"
+    aks = resources["azurerm_monitor_diagnostic_setting.aks"]
+    assert aks["target_resource_id"] == "${azurerm_kubernetes_cluster.main.id}"
+    assert {log["category"] for log in aks["enabled_log"]} == {"kube-audit-admin", "guard"}
+
+
+def test_acr_admin_disabled_and_kubelet_and_training_pull(resources: dict[str, dict[str, Any]]) -> None:
+    acr = resources["azurerm_container_registry.main"]
+    assert acr["admin_enabled"] is False
+    assert "trust_policy_enabled" not in acr, "Azure refuses content trust on new registries"
     pull = resources["azurerm_role_assignment.kubelet_acr_pull"]
     assert pull["role_definition_name"] == "AcrPull"
     assert "kubelet_identity" in pull["principal_id"]
+    training = resources["azurerm_role_assignment.training_acr_pull"]
+    assert training["role_definition_name"] == "AcrPull"
+    assert training["principal_id"] == "${azurerm_user_assigned_identity.training.principal_id}"
 
 
-def test_storage_is_locked_down_with_versioning_and_lifecycle(resources: dict[str, dict[str, Any]]) -> None:
+def test_storage_is_locked_down_with_versioning(resources: dict[str, dict[str, Any]]) -> None:
     storage = resources["azurerm_storage_account.models"]
     assert storage["min_tls_version"] == "TLS1_2"
     assert storage["allow_nested_items_to_be_public"] is False
@@ -85,12 +154,6 @@ def test_storage_is_locked_down_with_versioning_and_lifecycle(resources: dict[st
     assert "days" in blob["container_delete_retention_policy"]
     container = resources["azurerm_storage_container.models"]
     assert container["container_access_type"] == "private"
-    rule = resources["azurerm_storage_management_policy.models"]["rule"]
-    assert rule["enabled"] is True
-    for block in ("base_blob", "version"):
-        actions = rule["actions"][block]
-        assert any("cool" in key for key in actions), block
-        assert any("archive" in key for key in actions), block
 
 
 def test_public_access_follows_private_endpoints(resources: dict[str, dict[str, Any]]) -> None:
@@ -111,8 +174,34 @@ def test_public_access_follows_private_endpoints(resources: dict[str, dict[str, 
 
 def test_key_vault_rbac_and_purge_protection(resources: dict[str, dict[str, Any]]) -> None:
     vault = resources["azurerm_key_vault.main"]
-    assert vault["enable_rbac_authorization"] is True
+    assert vault["rbac_authorization_enabled"] is True
     assert vault["purge_protection_enabled"] is True
+
+
+def test_aml_workspace_datastores_use_identities(resources: dict[str, dict[str, Any]]) -> None:
+    """No shared keys on the workspace's storage: azurerm's own argument, no azapi resource fighting it."""
+    workspace = resources["azurerm_machine_learning_workspace.main"]
+    assert workspace["storage_account_access_type"] == "Identity"
+    assert not [name for name in resources if name.startswith("azapi_")]
+    storage = resources["azurerm_role_assignment.training_workspace_storage"]
+    assert storage["scope"] == "${azurerm_storage_account.models.id}"
+    assert storage["role_definition_name"] == CONTRIBUTOR
+    publishers = resources["azurerm_role_assignment.app_insights_publisher"]
+    assert publishers["role_definition_name"] == "Monitoring Metrics Publisher"
+    assert publishers["scope"] == "${azurerm_application_insights.main.id}"
+    assert resources["azurerm_application_insights.main"]["local_authentication_enabled"] is False
+
+
+def test_aml_private_endpoint_has_its_notebooks_zone(resources: dict[str, dict[str, Any]]) -> None:
+    endpoints = next(
+        unwrap(entry["private_endpoints"])
+        for entry in terraform_blocks()["locals"]
+        if "private_endpoints" in entry
+    )
+    text = str(endpoints)
+    assert "privatelink.api.azureml.ms" in text and "privatelink.notebooks.azure.net" in text
+    group = resources["azurerm_private_endpoint.endpoints"]["private_dns_zone_group"]
+    assert "each.value.dns_zones" in str(group["private_dns_zone_ids"])
 
 
 def test_aml_compute_scales_to_zero(resources: dict[str, dict[str, Any]]) -> None:
@@ -123,15 +212,16 @@ def test_aml_compute_scales_to_zero(resources: dict[str, dict[str, Any]]) -> Non
 
 
 def test_least_privilege_on_the_models_container(resources: dict[str, dict[str, Any]]) -> None:
+    """The scoring side reads the models container only; training writes (account scope, see aml.tf)."""
     expected = {
         "azurerm_user_assigned_identity.inference": READER,
         "azurerm_user_assigned_identity.operator": READER,
-        "azurerm_user_assigned_identity.training": CONTRIBUTOR,
     }
     storage_roles = {
         body["principal_id"]: body
         for body in resources.values()
         if str(body.get("role_definition_name", "")).startswith("Storage ")
+        and body["scope"] != "${azurerm_storage_account.models.id}"
     }
     granted = {
         re.sub(r"^\$\{(.+)\.principal_id\}$", r"\1", principal): body["role_definition_name"]
@@ -150,6 +240,7 @@ def test_least_privilege_on_the_models_container(resources: dict[str, dict[str, 
 
 def test_federated_credentials_for_each_service_account(resources: dict[str, dict[str, Any]]) -> None:
     fic = resources["azurerm_federated_identity_credential.workload"]
+    assert fic["user_assigned_identity_id"] == "${local.identities[each.key].id}"
     assert fic["issuer"] == "${azurerm_kubernetes_cluster.main.oidc_issuer_url}"
     assert fic["audience"] == "api://AzureADTokenExchange"
     assert fic["subject"].startswith("system:serviceaccount:")

@@ -12,7 +12,7 @@ import yaml
 from tests.infra.iac import REPO
 
 PIPELINE = REPO / "azure-pipelines.yml"
-STAGES = ["build", "test", "train", "gate", "publish_model", "images", "deploy", "verify"]
+STAGES = ["build", "test", "train", "gate", "publish_model", "images", "deploy", "verify", "endpoint"]
 
 
 def test_yamllint_clean() -> None:
