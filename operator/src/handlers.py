@@ -42,7 +42,7 @@ def reconciler() -> Reconciler:
     found = _state.get("reconciler")
     if found is None:
         configuration = load_configuration(_state.get("context"))
-        found = _state["reconciler"] = Reconciler(Kube(configuration), _emit)
+        found = _state["reconciler"] = Reconciler(Kube(configuration, res.MANAGER), _emit)
     assert isinstance(found, Reconciler)
     return found
 

@@ -1,24 +1,29 @@
-"""A small async Kubernetes API client: exactly the calls the operator makes, with real API semantics.
+"""The operator's Kubernetes API calls, through the `kubernetes` package (credentials, HTTP, discovery).
 
-Writes are merge patches guarded by `metadata.resourceVersion` where a lost update would matter (status),
-so a concurrent writer gets a 409 and the caller retries with a fresh read. Credentials are the
-`kubernetes` package's (in-cluster service account, else a kubeconfig): the same Configuration serves
-kopf (through its login handler) and this client, so nothing here parses a token, a certificate or a
-kubeconfig itself.
+Children are written with server-side apply under one field manager (`resources.MANAGER`): the applied
+object is the whole intent, so a field the spec no longer sets disappears and a manual edit of a field
+we own is taken back. The status is a merge patch guarded by `metadata.resourceVersion`, so a concurrent
+writer gets a 409 and the caller retries with a fresh read. The package's client is synchronous: each
+call runs in a worker thread, so the event loop (kopf's watches) never blocks on the network.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
-import ssl
+import tempfile
+import uuid
+from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote, urlencode
 
-import aiohttp
 import kubernetes.client
 import kubernetes.config
+import kubernetes.dynamic
+import kubernetes.dynamic.exceptions
 
 MERGE_PATCH: Final = "application/merge-patch+json"
+REQUEST_TIMEOUT_SECONDS: Final = 30
 
 
 class ApiError(Exception):
@@ -26,6 +31,7 @@ class ApiError(Exception):
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
+        self.message = message
 
 
 class NotFound(ApiError):  # noqa: N818 - mirrors the API's reason
@@ -72,101 +78,134 @@ def authorization(configuration: kubernetes.client.Configuration) -> str | None:
     return None if bearer is None else str(bearer["value"])
 
 
-def ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLContext | bool:
-    """TLS as the configuration says: its CA (else the system's) and client certificate; False: insecure."""
-    if not configuration.verify_ssl:
-        return False
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    return context
+def api_version(group: str, version: str) -> str:
+    return version if group in {"", "core"} else f"{group}/{version}"
 
 
-def api_path(group: str, version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
-    base = f"/api/{version}" if group in {"", "core"} else f"/apis/{group}/{version}"
-    if namespace is not None:
-        base += f"/namespaces/{quote(namespace)}"
-    base += f"/{plural}"
-    return base + (f"/{quote(name)}" if name else "")
+def _api_error(exc: kubernetes.client.ApiException) -> ApiError:
+    """The server's Status (reason and message) as our error; 404 and 409 get their own types."""
+    status, reason, message = int(exc.status or 0), str(exc.reason or ""), str(exc.body or "")
+    try:
+        payload = json.loads(exc.body) if exc.body else {}
+    except (TypeError, ValueError):
+        payload = {}
+    if isinstance(payload, dict):
+        reason = str(payload.get("reason") or reason)
+        message = str(payload.get("message") or message)
+    kind = {404: NotFound, 409: Conflict}.get(status, ApiError)
+    return kind(status, reason, message)
 
 
 class Kube:
-    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
-        self.configuration = configuration
-        self._session: aiohttp.ClientSession | None = None
+    """One `kubernetes` ApiClient and its dynamic client (discovery cached per process)."""
 
-    async def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers={"Accept": "application/json"},
-                connector=aiohttp.TCPConnector(ssl=ssl_context(self.configuration)),
-                timeout=aiohttp.ClientTimeout(total=30),
-            )
-        return self._session
+    def __init__(self, configuration: kubernetes.client.Configuration, field_manager: str) -> None:
+        self.configuration = configuration
+        self.field_manager = field_manager
+        self._api = kubernetes.client.ApiClient(configuration)
+        self._cache = Path(tempfile.gettempdir()) / f"forecast-operator-discovery-{uuid.uuid4().hex}.json"
+        self._dynamic: kubernetes.dynamic.DynamicClient | None = None
+
+    def _resource(self, group: str, version: str, plural: str) -> Any:
+        if self._dynamic is None:
+            self._dynamic = kubernetes.dynamic.DynamicClient(self._api, cache_file=str(self._cache))
+        return self._dynamic.resources.get(api_version=api_version(group, version), name=plural)
+
+    async def _call(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        method: str,
+        subresource: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        def call() -> Any:
+            try:
+                resource = self._resource(group, version, plural)  # discovery, the first time
+                target = resource if subresource is None else resource.subresources[subresource]
+                found = getattr(target, method)(_request_timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
+            except kubernetes.client.ApiException as exc:
+                raise _api_error(exc) from None
+            return found.to_dict() if hasattr(found, "to_dict") else found
+
+        return await asyncio.to_thread(call)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        content_type: str = "application/json",
-        params: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        session = await self._client()
-        url = self.configuration.host.rstrip("/") + path + (f"?{urlencode(params)}" if params else "")
-        headers = {"Content-Type": content_type}
-        header = authorization(self.configuration)
-        if header:
-            headers["Authorization"] = header
-        async with session.request(method, url, json=body, headers=headers) as response:
-            payload: dict[str, Any] = (
-                await response.json(content_type=None) if response.content_length != 0 else {}
-            )
-            if response.status >= 400:
-                reason = str(payload.get("reason", response.reason))
-                message = str(payload.get("message", ""))
-                kind = {404: NotFound, 409: Conflict}.get(response.status, ApiError)
-                raise kind(response.status, reason, message)
-            return payload
+        await asyncio.to_thread(self._api.close)
+        self._cache.unlink(missing_ok=True)
 
     async def get(
         self, group: str, version: str, plural: str, namespace: str, name: str
     ) -> dict[str, Any] | None:
         try:
-            return await self.request("GET", api_path(group, version, plural, namespace, name))
+            found: dict[str, Any] = await self._call(
+                group, version, plural, "get", name=name, namespace=namespace
+            )
         except NotFound:
             return None
+        return found
 
     async def list(
         self, group: str, version: str, plural: str, namespace: str, selector: dict[str, str]
     ) -> list[dict[str, Any]]:
         labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        found = await self.request(
-            "GET", api_path(group, version, plural, namespace), params={"labelSelector": labels}
-        )
-        items: list[dict[str, Any]] = found.get("items", [])
+        found = await self._call(group, version, plural, "get", namespace=namespace, label_selector=labels)
+        items: list[dict[str, Any]] = found.get("items") or []
         return items
 
-    async def create(
-        self, group: str, version: str, plural: str, namespace: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        return await self.request("POST", api_path(group, version, plural, namespace), body=body)
-
-    async def patch(
+    async def apply(
         self,
         group: str,
         version: str,
         plural: str,
         namespace: str,
-        name: str,
         body: dict[str, Any],
         *,
-        subresource: str | None = None,
+        field_manager: str | None = None,
     ) -> dict[str, Any]:
-        path = api_path(group, version, plural, namespace, name) + (f"/{subresource}" if subresource else "")
-        return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+        """Server-side apply of a whole intent; `force`: our manager takes back fields others changed."""
+        applied: dict[str, Any] = await self._call(
+            group,
+            version,
+            plural,
+            "server_side_apply",
+            body=body,
+            name=body["metadata"]["name"],
+            namespace=namespace,
+            field_manager=field_manager or self.field_manager,
+            force_conflicts=True,
+        )
+        return applied
+
+    async def delete(self, group: str, version: str, plural: str, namespace: str, name: str) -> bool:
+        """Delete in the background (dependents go to the garbage collector); False: it was gone."""
+        try:
+            await self._call(
+                group,
+                version,
+                plural,
+                "delete",
+                name=name,
+                namespace=namespace,
+                body={"propagationPolicy": "Background"},
+            )
+        except NotFound:
+            return False
+        return True
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        patched: dict[str, Any] = await self._call(
+            group,
+            version,
+            plural,
+            "patch",
+            subresource="status",
+            body=body,
+            name=name,
+            namespace=namespace,
+            content_type=MERGE_PATCH,
+        )
+        return patched

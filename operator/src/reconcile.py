@@ -7,7 +7,6 @@ so a restarted operator continues where the last one stopped. An unchanged resou
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -41,20 +40,6 @@ class TransientError(Exception):
 class Verified:
     version: str
     sha256: str
-
-
-def spec_hash(obj: dict[str, Any]) -> str:
-    """Digest of what we manage in an object, so an unchanged object is never written again.
-
-    `spec.replicas` is left out: under an HPA it is the autoscaler's, and where it is ours it is compared
-    on its own (`Reconciler._ensure`).
-    """
-    managed = {
-        "labels": obj["metadata"].get("labels"),
-        "annotations": obj["metadata"].get("annotations"),
-        "spec": {k: v for k, v in obj["spec"].items() if k != "replicas"},
-    }
-    return hashlib.sha256(json.dumps(managed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def verify_model(spec: res.ForecastModelSpec) -> Verified:
@@ -298,53 +283,63 @@ class Reconciler:
         step: Step,
         existing: dict[res.Color, dict[str, Any]],
     ) -> None:
+        """Traffic first: the Deployments that serve, then the Services and the HPA that point at them,
+        and only then the scale-down of the colour that no longer serves and the deletion of what is no
+        longer wanted (the preview Service after a rollout, the HPA when autoscaling is off)."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         owner = owner_reference(body)
         for color, intent in step.deployments.items():
-            current = existing.get(color)
-            replicas = intent.replicas
-            if replicas is None and current is None:
-                replicas = spec.replicas
             desired = res.deployment(
-                name,
-                color,
-                spec,
-                version=intent.version,
-                sha256=intent.sha256,
-                replicas=replicas if replicas is not None else spec.replicas,
+                name, color, spec, version=intent.version, sha256=intent.sha256, replicas=intent.replicas
             )
-            if replicas is None:
-                # The HPA owns the count: never write it back (a stale read would undo its scaling).
-                del desired["spec"]["replicas"]
-            await self._ensure(namespace, "apps", "v1", "deployments", desired, current, owner)
-        for color in step.scale_to_zero:
-            current = existing.get(color)
-            if current is not None and int(current["spec"].get("replicas", 1)) != 0:
-                await self.kube.patch(
-                    "apps",
-                    "v1",
-                    "deployments",
-                    namespace,
-                    current["metadata"]["name"],
-                    {"spec": {"replicas": 0}},
-                )
+            await self._hand_replicas_to_the_hpa(namespace, desired, existing.get(color))
+            await self._ensure(namespace, "apps", "v1", "deployments", desired, existing.get(color), owner)
         await self._ensure(
             namespace, "", "v1", "services", res.service(name, name, step.service_color), None, owner
         )
+        preview_name = res.preview_service_name(name)
         if step.preview_color is not None:
-            preview = res.service(name, res.preview_service_name(name), step.preview_color)
+            preview = res.service(name, preview_name, step.preview_color)
             await self._ensure(namespace, "", "v1", "services", preview, None, owner)
         if step.hpa_color is not None:
-            await self._ensure(
-                namespace,
-                "autoscaling",
-                "v2",
-                "horizontalpodautoscalers",
-                res.hpa(name, step.hpa_color, spec),
-                None,
-                owner,
+            hpa = res.hpa(name, step.hpa_color, spec)
+            await self._ensure(namespace, "autoscaling", "v2", "horizontalpodautoscalers", hpa, None, owner)
+        for color in sorted(step.scale_to_zero):
+            current = existing.get(color)
+            labels = current["metadata"].get("labels", {}) if current is not None else {}
+            sha256 = (
+                current["metadata"].get("annotations", {}).get(res.ANNOTATION_SHA256) if current else None
             )
+            if current is None or res.LABEL_VERSION not in labels or sha256 is None:
+                continue  # not ours to render (gone, or not made by us): nothing to scale down
+            retired = res.deployment(
+                name, color, spec, version=labels[res.LABEL_VERSION], sha256=sha256, replicas=0
+            )
+            await self._ensure(namespace, "apps", "v1", "deployments", retired, current, owner)
+        if step.preview_color is None:
+            await self._delete_if_present(namespace, "", "v1", "services", preview_name)
+        if step.hpa_color is None:
+            await self._delete_if_present(namespace, "autoscaling", "v2", "horizontalpodautoscalers", name)
+
+    async def _hand_replicas_to_the_hpa(
+        self, namespace: str, desired: dict[str, Any], current: dict[str, Any] | None
+    ) -> None:
+        """Before an intent without `replicas` is applied over one that set it, another field manager
+        takes the field at its current value: an apply that drops a field it alone owned resets it to
+        the default (1 replica), where the HPA should continue from the current count."""
+        if "replicas" in desired["spec"] or not res.manages_replicas(current, res.MANAGER):
+            return
+        assert current is not None
+        keep = {
+            "apiVersion": desired["apiVersion"],
+            "kind": desired["kind"],
+            "metadata": {"name": desired["metadata"]["name"]},
+            "spec": {"replicas": int(current["spec"].get("replicas", 1))},
+        }
+        await self.kube.apply(
+            "apps", "v1", "deployments", namespace, keep, field_manager=res.HANDOVER_MANAGER
+        )
 
     async def _ensure(
         self,
@@ -356,31 +351,24 @@ class Reconciler:
         current: dict[str, Any] | None,
         owner: dict[str, Any],
     ) -> None:
-        """Create, or patch when what we manage differs (by digest); otherwise write nothing."""
-        name = desired["metadata"]["name"]
-        digest = spec_hash(desired)
-        desired["metadata"].setdefault("annotations", {})[res.ANNOTATION_SPEC_HASH] = digest
-        desired["metadata"]["ownerReferences"] = [owner]
+        """Server-side apply of the whole intent when it changed or was edited; otherwise write nothing."""
+        intent = res.owned(desired, owner)
         if current is None:
-            current = await self.kube.get(group, version, plural, namespace, name)
-        if current is None:
-            await self.kube.create(group, version, plural, namespace, desired)
+            current = await self.kube.get(group, version, plural, namespace, desired["metadata"]["name"])
+        if res.needs_apply(intent, current):
+            await self.kube.apply(group, version, plural, namespace, intent)
+
+    async def _delete_if_present(
+        self, namespace: str, group: str, version: str, plural: str, name: str
+    ) -> None:
+        """Delete a child we made that the spec no longer wants (a read first: absent costs no write)."""
+        current = await self.kube.get(group, version, plural, namespace, name)
+        if (
+            current is None
+            or (current["metadata"].get("labels") or {}).get(res.LABEL_MANAGED_BY) != res.MANAGER
+        ):
             return
-        annotations = current["metadata"].get("annotations") or {}
-        same_replicas = (
-            "replicas" not in desired["spec"]
-            or current["spec"].get("replicas") == desired["spec"]["replicas"]
-        )
-        if annotations.get(res.ANNOTATION_SPEC_HASH) == digest and same_replicas:
-            return
-        await self.kube.patch(
-            group,
-            version,
-            plural,
-            namespace,
-            name,
-            {"metadata": desired["metadata"], "spec": desired["spec"]},
-        )
+        await self.kube.delete(group, version, plural, namespace, name)
 
     async def _report(
         self,
@@ -412,14 +400,8 @@ class Reconciler:
             return
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
         try:
-            await self.kube.patch(
-                res.GROUP,
-                res.VERSION,
-                res.PLURAL,
-                meta["namespace"],
-                meta["name"],
-                patch,
-                subresource="status",
+            await self.kube.patch_status(
+                res.GROUP, res.VERSION, res.PLURAL, meta["namespace"], meta["name"], patch
             )
         except NotFound:
             return

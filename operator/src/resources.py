@@ -6,6 +6,8 @@ so every object the operator would create can be inspected in a unit test.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from enum import StrEnum
 from typing import Any, Final
 
@@ -33,6 +35,8 @@ LABEL_VERSION: Final = f"{GROUP}/model-version"
 ANNOTATION_SHA256: Final = f"{GROUP}/model-sha256"
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 MANAGER: Final = "retail-forecast-operator"
+# Holds `spec.replicas` between our last apply that set it and the HPA's first scale (see reconcile.py).
+HANDOVER_MANAGER: Final = f"{MANAGER}-handover"
 
 
 class Color(StrEnum):
@@ -122,9 +126,12 @@ _RESTRICTED: Final = {
 
 
 def deployment(
-    owner: str, color: Color, spec: ForecastModelSpec, *, version: str, sha256: str, replicas: int
+    owner: str, color: Color, spec: ForecastModelSpec, *, version: str, sha256: str, replicas: int | None
 ) -> dict[str, Any]:
-    """The colour's Deployment serving `version`: an init container fetches and verifies the model."""
+    """The colour's Deployment serving `version`: an init container fetches and verifies the model.
+
+    `replicas` None leaves the count out of the intent: the HPA owns it.
+    """
     pod_labels = {**labels(owner, color), LABEL_VERSION: version}
     store_env = [dict(e) for e in spec.serving.env]
     fetch = {
@@ -174,9 +181,12 @@ def deployment(
         "volumes": [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
         "terminationGracePeriodSeconds": 30,
         "automountServiceAccountToken": spec.serving.service_account_name is not None,
+        # Always named, in both fields: the API server copies serviceAccountName into the deprecated
+        # serviceAccount and back, so an apply that only dropped it would see it come back.
+        "serviceAccountName": spec.serving.service_account_name or "default",
+        "serviceAccount": spec.serving.service_account_name or "default",
     }
     if spec.serving.service_account_name is not None:
-        pod_spec["serviceAccountName"] = spec.serving.service_account_name
         pod_labels["azure.workload.identity/use"] = "true"
     return {
         "apiVersion": "apps/v1",
@@ -187,7 +197,7 @@ def deployment(
             "annotations": {ANNOTATION_SHA256: sha256},
         },
         "spec": {
-            "replicas": replicas,
+            **({} if replicas is None else {"replicas": replicas}),
             "selector": {"matchLabels": selector(owner, color)},
             "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
@@ -236,3 +246,73 @@ def hpa(owner: str, color: Color, spec: ForecastModelSpec) -> dict[str, Any]:
             ],
         },
     }
+
+
+# -- what the operator applies, and when it must apply again ---------------------------------------------
+
+
+def intent_digest(obj: dict[str, Any]) -> str:
+    """Digest of an applied intent (without the digest annotation itself)."""
+    meta = dict(obj["metadata"])
+    meta["annotations"] = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k != ANNOTATION_SPEC_HASH
+    }
+    return hashlib.sha256(json.dumps({**obj, "metadata": meta}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def owned(obj: dict[str, Any], owner_reference: dict[str, Any]) -> dict[str, Any]:
+    """The intent as applied: its owner (garbage collection) and the digest of all of it."""
+    meta = {**obj["metadata"], "ownerReferences": [owner_reference]}
+    stamped = {**obj, "metadata": meta}
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_SPEC_HASH: intent_digest(stamped)}
+    return stamped
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value in ([], {})
+
+
+def _contains(current: Any, wanted: Any) -> bool:
+    """Every field of `wanted` has its value in `current` (server defaults may add more); omitempty
+    fields the server drops count as present."""
+    if isinstance(wanted, dict):
+        if not isinstance(current, dict):
+            return _empty(wanted) and _empty(current)
+        return all(
+            _contains(current.get(key), value) if key in current else _empty(value)
+            for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        if not isinstance(current, list):
+            return _empty(wanted) and _empty(current)
+        return len(current) == len(wanted) and all(
+            _contains(c, w) for c, w in zip(current, wanted, strict=True)
+        )
+    return bool(current == wanted)
+
+
+def needs_apply(intent: dict[str, Any], current: dict[str, Any] | None) -> bool:
+    """Apply only when the intent changed (its digest) or someone changed what it sets (a manual edit).
+
+    Server-side apply is idempotent, but a no-op apply is still a write request: a converged child gets
+    none. Fields the intent no longer sets go when the digest changes, because apply then drops them.
+    """
+    if current is None:
+        return True
+    annotations = current["metadata"].get("annotations") or {}
+    if annotations.get(ANNOTATION_SPEC_HASH) != intent["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
+        return True
+    return not _contains(current, intent)
+
+
+def manages_replicas(current: dict[str, Any] | None, manager: str) -> bool:
+    """Our field manager's last apply set `spec.replicas` (managedFields): dropping it from the intent
+    would reset the count to the default of 1, so the HPA must be handed the field first."""
+    if current is None:
+        return False
+    return any(
+        entry.get("manager") == manager
+        and entry.get("operation") == "Apply"
+        and "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+        for entry in current["metadata"].get("managedFields") or []
+    )

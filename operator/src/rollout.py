@@ -94,6 +94,31 @@ class Step:
     requeue_after: float | None = None
 
 
+def parked(spec: ForecastModelSpec) -> bool:
+    """`serving.replicas: 0` with autoscaling off: the model stays deployed with no pods and no HPA."""
+    return not spec.autoscaling.enabled and spec.serving.replicas == 0
+
+
+def serving_replicas(spec: ForecastModelSpec, current: ColorState | None) -> int | None:
+    """The one decision of the active colour's replica count; None leaves it to the HPA.
+
+    Autoscaling off: the fixed count (0 parks the model). Autoscaling on: the HPA's, except for a colour
+    that has no pods (new, retained at 0, or a deleted Deployment), which starts at the HPA's floor.
+    """
+    if not spec.autoscaling.enabled:
+        return spec.serving.replicas
+    if current is None or current.replicas == 0:
+        return spec.autoscaling.min_replicas
+    return None
+
+
+def preview_replicas(spec: ForecastModelSpec, active: ColorState | None) -> int:
+    """A preview starts with the capacity that serves now (or the spec's), so promotion loses none."""
+    if parked(spec):
+        return 0
+    return max(spec.replicas, active.replicas if active is not None else 0)
+
+
 def _promote(
     status: RolloutStatus, to: Color, *, version: str, sha256: str, now: float, delay: float, how: str
 ) -> tuple[RolloutStatus, Event]:
@@ -178,10 +203,12 @@ def next_step(
                     failed_version=None,
                 )
             active_state = colors.get(active) if active is not None else None
-            start_replicas = max(spec.replicas, active_state.replicas if active_state else 0)
-            deployments[target] = DeploymentIntent(version, sha256, start_replicas)
+            deployments[target] = DeploymentIntent(version, sha256, preview_replicas(spec, active_state))
             preview = colors.get(target)
-            ready = preview is not None and preview.version == version and preview.is_available
+            # A parked model has nothing to wait for: its new version is promoted as soon as it exists.
+            ready = (
+                preview is not None and preview.version == version and (parked(spec) or preview.is_available)
+            )
             started = status.preview_started if status.preview_started is not None else now
             expired = now >= started + spec.rollout.progress_deadline_seconds or (
                 preview is not None and preview.version == version and preview.deadline_exceeded
@@ -220,10 +247,7 @@ def next_step(
 
     active = status.active_color
     if active is not None and status.active_version is not None and status.active_sha256 is not None:
-        keep = None if autoscale else spec.serving.replicas
-        current = colors.get(active)
-        if current is None or current.replicas == 0:
-            keep = max(spec.replicas, 1)  # a retained colour brought back, or a deleted Deployment
+        keep = serving_replicas(spec, colors.get(active))
         deployments.setdefault(active, DeploymentIntent(status.active_version, status.active_sha256, keep))
 
     requeue: float | None = None
@@ -247,18 +271,29 @@ def next_step(
         preview_color=status.preview_color,
         hpa_color=status.active_color if autoscale and status.active_color is not None else None,
         status=status,
-        conditions=_conditions(status, colors, version, spec.rollout.auto_promote or promote_requested),
+        conditions=_conditions(
+            status, colors, version, spec.rollout.auto_promote or promote_requested, parked=parked(spec)
+        ),
         events=events,
         requeue_after=requeue,
     )
 
 
 def _conditions(
-    status: RolloutStatus, colors: dict[Color, ColorState | None], version: str, promoting: bool
+    status: RolloutStatus,
+    colors: dict[Color, ColorState | None],
+    version: str,
+    promoting: bool,
+    *,
+    parked: bool,
 ) -> dict[str, Condition]:
     active = colors.get(status.active_color) if status.active_color is not None else None
     serving = status.active_version
-    if active is not None and active.is_available and active.version == serving:
+    if parked and serving is not None:
+        ready = Condition(
+            "False", "Parked", f"{serving} on {status.active_color} is parked: serving.replicas is 0"
+        )
+    elif active is not None and active.is_available and active.version == serving:
         ready = Condition("True", "Available", f"{serving} on {status.active_color} serves traffic")
     elif serving is not None:
         ready = Condition(

@@ -1,33 +1,32 @@
-"""Operator test fixtures: an in-process Kubernetes API emulator (tests/operator/kube.py), and a tiny real
-model published to Azurite for the operator to verify. The real control plane is `control_plane`
-(tests/conftest.py).
-
-Async tests and fixtures run under pytest-asyncio (strict mode: mark tests with ``@pytest.mark.asyncio``).
+"""Operator test fixtures: a tiny real model published to Azurite for the operator to verify, and
+`forecast operator` as a process on the real control plane (`control_plane`, tests/conftest.py) in a
+fresh namespace, as its own ServiceAccount so the audit log tells its requests from the test's.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
 
 import pytest
-import pytest_asyncio
 
 from retail_forecast.core.data import build_panel, validate_sales
 from retail_forecast.core.schema import Freq
 from retail_forecast.core.store import open_store
+from retail_forecast.operator import resources as res
 from retail_forecast.training.pipeline import TrainConfig, train
 from retail_forecast.training.synth import synthesize
 from tests.azurite import Azurite
-from tests.operator.kube import ApiServer, serve
+from tests.charts.chart import crd_objects
+from tests.controlplane import Client, ControlPlane, apply_crds, create_namespace, wait_until
+from tests.operator.process import OperatorProcess
 
-
-@pytest_asyncio.fixture
-async def kube() -> AsyncIterator[ApiServer]:
-    """A fresh API server on 127.0.0.1 (free port) with the built-in kinds and the ForecastModel CRD."""
-    async with serve() as api:
-        yield api
+FM_API: Final = f"{res.GROUP}/{res.VERSION}"
+MERGE: Final = "application/merge-patch+json"
+OPERATOR_SA: Final = "operator"
 
 
 @dataclass(frozen=True)
@@ -62,3 +61,105 @@ def store(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         published = open_store(uri)
         sha = {version: published.publish(out, "demand", version).sha256 for version in ("1", "2")}
     yield Store(uri, sha, azurite.connection_string)
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace, the CRDs, and a ServiceAccount for the operator with the cluster-admin role
+    (RBAC itself is test_chart_rbac.py's subject)."""
+    name = f"own-{uuid.uuid4().hex[:8]}"
+    with control_plane.admin() as client:
+        apply_crds(client, crd_objects())
+        create_namespace(client, name)
+        client.apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": OPERATOR_SA, "namespace": name},
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": f"{name}-operator"},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": "cluster-admin",
+                    },
+                    "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": name}],
+                },
+            ]
+        )
+    yield name
+    with control_plane.admin() as client:
+        client.resource("v1", "Namespace").delete(name=name)
+        client.resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding").delete(name=f"{name}-operator")
+        # Gone before the next test: an operator watching all namespaces must not find its objects.
+        wait_until(lambda: client.read("v1", "Namespace", name) is None, timeout=120, what=f"{name} deleted")
+
+
+@dataclass(frozen=True)
+class Operator:
+    process: OperatorProcess
+    user: str  # its name in the audit log
+
+
+@pytest.fixture
+def operator(control_plane: ControlPlane, namespace: str, store: Store, tmp_path: Path) -> Iterator[Operator]:
+    """`forecast operator --namespace NS` as the ServiceAccount, started; its log is printed on failure."""
+    kubeconfig = control_plane.token_kubeconfig(tmp_path / "kubeconfig", namespace, OPERATOR_SA)
+    process = OperatorProcess(
+        ["operator", "--namespace", namespace],
+        {"KUBECONFIG": str(kubeconfig), "AZURE_STORAGE_CONNECTION_STRING": store.connection_string},
+        tmp_path / "operator.log",
+    )
+    process.start()
+    try:
+        yield Operator(process, f"system:serviceaccount:{namespace}:{OPERATOR_SA}")
+    except BaseException:
+        print(process.output())
+        raise
+    finally:
+        assert process.stop() in {0, None}, process.output()
+
+
+class Cluster:
+    """What a user sees of ForecastModel `demand` and its children in one namespace."""
+
+    def __init__(self, client: Client, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+
+    def read(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        return self.client.read(api_version, kind, name, self.namespace)
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        return self.read("apps/v1", "Deployment", name) or {}
+
+    def pod_spec(self, name: str) -> dict[str, Any]:
+        return dict(self.deployment(name).get("spec", {}).get("template", {}).get("spec", {}))
+
+    def replicas(self, name: str) -> int | None:
+        found = self.deployment(name).get("spec", {}).get("replicas")
+        return None if found is None else int(found)
+
+    def selected(self, service: str) -> str | None:
+        found = self.read("v1", "Service", service)
+        return None if found is None else str(found["spec"]["selector"][res.LABEL_COLOR])
+
+    def hpa_target(self) -> str | None:
+        found = self.read("autoscaling/v2", "HorizontalPodAutoscaler", "demand")
+        return None if found is None else str(found["spec"]["scaleTargetRef"]["name"])
+
+    def condition(self, kind: str) -> tuple[str, str] | None:
+        found = self.read(FM_API, res.KIND, "demand") or {}
+        for cond in (found.get("status") or {}).get("conditions", []):
+            if cond["type"] == kind:
+                return str(cond["status"]), str(cond["reason"])
+        return None
+
+    def patch_spec(self, spec: dict[str, Any]) -> None:
+        self.client.resource(FM_API, res.KIND).patch(
+            body={"spec": spec}, name="demand", namespace=self.namespace, content_type=MERGE
+        )

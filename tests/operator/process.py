@@ -73,6 +73,13 @@ class OperatorProcess:
                 process.wait(timeout=10)
         return process.returncode
 
+    def kill(self) -> None:
+        """SIGKILL (`kill -9`): no cleanup handlers run, as when a node dies."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait(timeout=30)
+
     def __enter__(self) -> Self:
         self.start()
         return self

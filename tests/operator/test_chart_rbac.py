@@ -3,9 +3,9 @@
 `forecast operator`, with the arguments the chart gives it, runs as the chart's ServiceAccount (a
 TokenRequest token in a kubeconfig) under the chart's rendered RBAC and peering objects, the model store
 on Azurite. A ForecastModel goes create → Ready (the test plays the kubelet) → upgrade → promotion →
-delete. The API server's audit log then answers two questions: was any request denied, and is the set of
-(apiGroup, resource[/subresource], verb) the operator used exactly what the chart grants — every grant
-used, nothing used that is not granted.
+autoscaling off → delete. The API server's audit log then answers two questions: was any request
+denied, and is the set of (apiGroup, resource[/subresource], verb) the operator used exactly what the
+chart grants — every grant used, nothing used that is not granted.
 """
 
 from __future__ import annotations
@@ -46,7 +46,14 @@ IDENTITY_KINDS: Final = {
 # Checked by admission, not called: with OwnerReferencesPermissionEnforcement (on in tests/controlplane.py,
 # as on OpenShift) every child the operator creates with `blockOwnerDeletion: true` needs this grant, and
 # without it that create is denied (403), which the test would see.
-CHECKED_BY_ADMISSION: Final = {(res.GROUP, "forecastmodels/finalizers", "update")}
+# Server-side apply is a patch in the audit log; where it creates the object, the API server also
+# authorizes it as create (without that grant the patch is denied, 403).
+CHECKED_BY_ADMISSION: Final = {
+    (res.GROUP, "forecastmodels/finalizers", "update"),
+    ("apps", "deployments", "create"),
+    ("", "services", "create"),
+    ("autoscaling", "horizontalpodautoscalers", "create"),
+}
 SCENARIOS: Final = {
     "all-namespaces": {},
     "listed-namespaces": {"watchNamespaces": ["rbac-listed"]},
@@ -88,7 +95,8 @@ def replicas(client: Client, namespace: str, name: str) -> int | None:
 
 
 def drive_a_rollout(client: Client, namespace: str, store: Store) -> None:
-    """create → Ready → upgrade → promotion → delete, each step waited for as a user would see it."""
+    """create → Ready → upgrade → promotion → autoscaling off → delete, each step waited for as a user
+    would see it."""
     fms = client.resource(FM_API, res.KIND)
     fms.create(body=forecast_model(namespace, store), namespace=namespace)
     wait_until(lambda: client.read("apps/v1", "Deployment", "demand-blue", namespace), what="demand-blue")
@@ -108,6 +116,14 @@ def drive_a_rollout(client: Client, namespace: str, store: Store) -> None:
     wait_until(lambda: selected_color(client, namespace) == "green", what="Service → green")
     wait_until(lambda: status(client, namespace).get("activeVersion") == "2", what="activeVersion 2")
     wait_until(lambda: replicas(client, namespace, "demand-blue") == 0, what="blue scaled to zero")
+    wait_until(lambda: client.read("v1", "Service", "demand-preview", namespace) is None, what="no preview")
+
+    autoscaling_off = {"spec": {"autoscaling": {"enabled": False}}}
+    fms.patch(
+        body=autoscaling_off, name="demand", namespace=namespace, content_type="application/merge-patch+json"
+    )
+    hpa = ("autoscaling/v2", "HorizontalPodAutoscaler", "demand", namespace)
+    wait_until(lambda: client.read(*hpa) is None, what="the HPA deleted")
 
     fms.delete(name="demand", namespace=namespace)
     # The garbage collector follows the owner references; the operator then finds nothing to do.

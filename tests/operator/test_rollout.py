@@ -240,3 +240,38 @@ def test_invalid_specs_are_refused() -> None:
         make_spec("1", **{"autoscaling.minReplicas": 5, "autoscaling.maxReplicas": 2})
     with pytest.raises(ValueError, match="progressDeadlineSeconds"):
         make_spec("1", **{"rollout.progressDeadlineSeconds": 1})
+
+
+def test_zero_replicas_parks_the_model_and_stays_parked() -> None:
+    """`serving.replicas: 0`: no pods, no HPA, Ready=False Parked; reconciling again changes nothing."""
+    cluster = Cluster()
+    spec = make_spec("1", **{"autoscaling.enabled": False, "serving.replicas": 0})
+    for _ in range(3):
+        step = cluster.reconcile(spec)
+        cluster.tick()
+    assert serving(cluster) == (Color.BLUE, "1")
+    assert step.deployments == {Color.BLUE: step.deployments[Color.BLUE]}
+    assert step.deployments[Color.BLUE].replicas == 0 and step.hpa_color is None
+    assert step.conditions["Ready"].status == "False" and step.conditions["Ready"].reason == "Parked"
+    again = cluster.reconcile(spec)
+    assert again.deployments == step.deployments and again.events == [] and again.status == step.status
+
+
+def test_a_parked_model_takes_a_new_version_without_a_preview_to_wait_for() -> None:
+    cluster = Cluster()
+    parked = {"autoscaling.enabled": False, "serving.replicas": 0}
+    cluster.reconcile(make_spec("1", **parked))
+    cluster.reconcile(make_spec("1", **parked))
+    assert serving(cluster) == (Color.BLUE, "1")
+    cluster.reconcile(make_spec("2", **parked))
+    cluster.reconcile(make_spec("2", **parked))
+    assert serving(cluster) == (Color.GREEN, "2")
+    green = cluster.colors[Color.GREEN]
+    assert green is not None and green.replicas == 0
+
+
+def test_unparking_starts_the_fixed_count() -> None:
+    cluster = Cluster()
+    cluster.reconcile(make_spec("1", **{"autoscaling.enabled": False, "serving.replicas": 0}))
+    step = cluster.reconcile(make_spec("1", **{"autoscaling.enabled": False, "serving.replicas": 3}))
+    assert step.deployments[Color.BLUE].replicas == 3

@@ -74,17 +74,20 @@ real API server: every rule must be used, and nothing used may be missing.
 - apiGroups: [retailforecast.io]
   resources: [forecastmodels/finalizers]
   verbs: [update]
-# Blue/green Deployments: kopf watches them (labelled managed-by), the reconciler lists by label,
-# gets, creates and merge-patches them (scale-down is a patch of spec.replicas). Never deletes.
+# Children are written by server-side apply: a patch, which the API server also authorizes as create
+# when the child does not exist yet. Blue/green Deployments: kopf watches them (labelled managed-by),
+# the reconciler lists them by label; never deleted (the retired colour stays at 0 for a rollback).
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]
+# The Services and the HPA are read before a write; the preview Service is deleted when a rollout
+# ends, the HPA when autoscaling is turned off.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 # kopf.event() posts core v1 Events in the ForecastModel's namespace.
 - apiGroups: [""]
   resources: [events]
