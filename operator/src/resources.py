@@ -292,17 +292,13 @@ def _contains(current: Any, wanted: Any) -> bool:
 
 
 def needs_apply(intent: dict[str, Any], current: dict[str, Any] | None) -> bool:
-    """Apply only when the intent changed (its digest) or someone changed what it sets (a manual edit).
+    """Apply only when the live object lacks part of the intent: a manual edit, or a new intent (its
+    digest annotation then differs, even when the change only removes fields, which apply then drops).
 
     Server-side apply is idempotent, but a no-op apply is still a write request: a converged child gets
-    none. Fields the intent no longer sets go when the digest changes, because apply then drops them.
+    none.
     """
-    if current is None:
-        return True
-    annotations = current["metadata"].get("annotations") or {}
-    if annotations.get(ANNOTATION_SPEC_HASH) != intent["metadata"]["annotations"][ANNOTATION_SPEC_HASH]:
-        return True
-    return not _contains(current, intent)
+    return current is None or not _contains(current, intent)
 
 
 def manages_replicas(current: dict[str, Any] | None, manager: str) -> bool:

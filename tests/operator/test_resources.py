@@ -63,8 +63,8 @@ def test_a_converged_child_needs_no_apply() -> None:
 
 def test_a_changed_intent_is_applied_even_when_it_only_removes_a_field() -> None:
     """A removed field changes the digest: the apply then drops it (merge patches could not)."""
-    before = _as_served(_intent(serviceAccountName="scorer"))
-    assert res.needs_apply(_intent(), before)
+    before = _as_served(_intent(resources={"limits": {"cpu": "1"}}))
+    assert res.needs_apply(_intent(), before)  # the live object holds all of the new intent, and more
 
 
 def test_a_manual_edit_of_an_owned_field_is_applied_back() -> None:
