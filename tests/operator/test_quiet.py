@@ -9,6 +9,7 @@ must make zero write requests for FINAL_QUIET_SECONDS (30 s, as in issue #10).
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from typing import Any, Final
 
@@ -120,8 +121,8 @@ def test_no_write_loop_across_the_spec_matrix(
                     namespace=namespace,
                     content_type="application/merge-patch+json",
                 )
-                generation = patched.metadata.generation
-                wait_until(lambda g=generation: converged(g), timeout=120, what=f"{what}: converged")
+                generation = int(patched.metadata.generation)
+                wait_until(functools.partial(converged, generation), timeout=120, what=f"{what}: converged")
 
         # A version with autoPromote off is previewed and waits; back to 1, nothing is pending.
         assert cluster.condition("Ready") == ("True", "Available")
