@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -210,7 +210,7 @@ def forecast_request(
                 store_id=key[0],
                 item_id=key[1],
                 history=[
-                    HistoryPoint(sales=float(row[SALES]), **plan(row).model_dump())
+                    HistoryPoint(sales=float(row[SALES]), **asdict(plan(row)))
                     for _, row in past.iterrows()
                 ],
                 future=[plan(row) for _, row in future.iterrows()],
