@@ -210,8 +210,7 @@ def forecast_request(
                 store_id=key[0],
                 item_id=key[1],
                 history=[
-                    HistoryPoint(sales=float(row[SALES]), **asdict(plan(row)))
-                    for _, row in past.iterrows()
+                    HistoryPoint(sales=float(row[SALES]), **asdict(plan(row))) for _, row in past.iterrows()
                 ],
                 future=[plan(row) for _, row in future.iterrows()],
             )
