@@ -1,5 +1,5 @@
 # The two commands a fresh machine needs (Python 3.11+, Node.js for Azurite):
-#   make demo   synthesise data, train, export and publish a model to a local store
+#   make demo   synthesise data, train, publish a model to a local store, serve it and show its forecasts
 #   make test   lint, type-check and run the whole test suite (starts Azurite itself)
 SHELL := /bin/bash
 PYTHON ?= python3

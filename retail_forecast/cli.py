@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,8 @@ from retail_forecast.training.model import LOSSES
 EXIT_USAGE = 2
 EXIT_GATE = 3
 EXIT_STORE = 4
+EXIT_DEMO = 1  # the demo's service failed to start, answer or stop
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
 def _fail(message: str, code: int) -> int:
@@ -164,13 +165,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="kubeconfig context (default: in-cluster service account, else the current context)",
     )
 
-    demo = commands.add_parser("demo", help="synthesise data, train, export and publish to a local store")
+    demo = commands.add_parser(
+        "demo", help="synthesise, train, publish, serve the published version and show its forecasts"
+    )
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
     demo.add_argument("--stores", type=_positive_int, default=10)
     demo.add_argument("--items", type=_positive_int, default=30)
     demo.add_argument("--freq", type=_freq, default=Freq.DAILY)
     demo.add_argument("--trials", type=_positive_int, default=4)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--series", type=_positive_int, default=3, help="series to forecast and show")
+    demo.add_argument(
+        "--horizon",
+        type=_positive_int,
+        default=7,
+        help="periods held back from training, then forecast and compared (at most the model's horizon)",
+    )
+    demo.add_argument("--port", type=int, default=0, help="the service's loopback port (default: a free one)")
+    demo.add_argument(
+        "--ready-timeout", type=float, default=None, help="seconds to wait for the service (default 120)"
+    )
 
     aml = commands.add_parser("aml", help="Azure ML jobs")
     aml_commands = aml.add_subparsers(dest="aml_command", required=True, metavar="COMMAND")
@@ -307,26 +321,25 @@ def _publish(model_dir: Path, store_uri: str, name: str, version: str | None) ->
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from retail_forecast.training.synth import synthesize_to  # noqa: PLC0415
+    from retail_forecast.demo import DemoError, run  # noqa: PLC0415
 
-    out = args.out.resolve()
-    data = out / "sales.parquet"
-    # The demo owns out/model: each run trains afresh and publishes a new version next to older ones.
-    shutil.rmtree(out / "model", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    frame = synthesize_to(data, stores=args.stores, items=args.items, freq=args.freq, seed=args.seed)
-    print(f"data: {data} ({len(frame)} rows)")
-    train_argv = ["train", "--data", str(data), "--out", str(out / "model")]
-    train_args = build_parser().parse_args(
-        [*train_argv, "--trials", str(args.trials), "--seed", str(args.seed)]
-    )
-    code = _train(train_args, data, out / "model")
-    if code != 0:
-        return code
-    store = f"file://{out / 'store'}"
-    code = _publish(out / "model", store, train_args.name, None)
-    print(f"store: {store}")
-    return code
+    try:
+        return run(
+            out=args.out,
+            stores=args.stores,
+            items=args.items,
+            freq=args.freq,
+            trials=args.trials,
+            seed=args.seed,
+            series=args.series,
+            horizon=args.horizon,
+            port=args.port,
+            ready_timeout=args.ready_timeout,
+        )
+    except DemoError as exc:
+        return _fail(str(exc), EXIT_DEMO)
+    except KeyboardInterrupt:
+        return _fail("interrupted; nothing is left running", EXIT_INTERRUPTED)
 
 
 SERVE_FIELDS = (

@@ -14,7 +14,6 @@ import pytest
 from retail_forecast.cli import main
 from retail_forecast.core.manifest import Manifest, sha256_file
 from retail_forecast.core.schema import Freq
-from retail_forecast.core.store import open_store
 from retail_forecast.training.synth import synthesize_to
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,18 +79,6 @@ def test_failed_gate_exits_non_zero_and_exports_nothing(
     assert "promotion gate failed" in capsys.readouterr().err
     assert not (out / "model.onnx").exists() and not (out / "manifest.json").exists()
     assert "promotion gate failed" in (out / "report.md").read_text()
-
-
-@pytest.mark.slow
-def test_demo_publishes_a_verified_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--stores", "2", "--items", "6", "--trials", "1"]) == 0
-    store = open_store(f"file://{out / 'store'}")
-    (version,) = store.versions("demand")
-    fetched = store.fetch("demand", version, tmp_path / "fetched")
-    assert fetched.sha256 == sha256_file(out / "model" / "model.onnx")
-    printed = capsys.readouterr().out
-    assert "report:" in printed and "store: file://" in printed
 
 
 def test_bad_data_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -126,9 +126,12 @@ def drive_a_rollout(client: Client, namespace: str, store: Store) -> None:
     wait_until(lambda: client.read(*hpa) is None, what="the HPA deleted")
 
     fms.delete(name="demand", namespace=namespace)
-    # The garbage collector follows the owner references; the operator then finds nothing to do.
+    # The garbage collector follows the owner references; the operator then finds nothing to do. The
+    # collector learns a new CRD from discovery every 30 s and backs off on owners of a kind it does not
+    # know yet, so right after the CRD was applied this may take a minute or more.
     wait_until(
         lambda: not client.list("apps/v1", "Deployment", namespace),
+        timeout=180,
         what="Deployments collected",
     )
 

@@ -34,6 +34,7 @@ from packaging.requirements import Requirement
 from retail_forecast.cli import build_parser
 from retail_forecast.core.schema import Freq
 from retail_forecast.training import aml
+from tests.infra.iac import bicep_resources_of_type, bicep_template, terraform_resources
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AML_DIR = REPO_ROOT / "training" / "aml"
@@ -205,7 +206,12 @@ def test_command_job_shape(command_job: Any) -> None:
     assert type(command_job) is Command
     assert command_job.type == "command"
     # load_job drops the `azureml:` prefix of a command job's compute, and keeps it for a sweep job
-    assert command_job.compute.removeprefix("azureml:") == "cpu-cluster"
+    # the compute cluster both infrastructure templates create
+    cluster = terraform_resources()["azurerm_machine_learning_compute_cluster.training"]["name"]
+    (bicep_cluster,) = bicep_resources_of_type(
+        bicep_template(), "Microsoft.MachineLearningServices/workspaces/computes"
+    ).values()
+    assert command_job.compute.removeprefix("azureml:") == cluster == bicep_cluster["name"]
     assert command_job.experiment_name == "retail-forecast"
     assert command_job.tags == {"project": "retail-forecast", "stage": "train"}
     assert (AML_DIR / str(command_job.code)).resolve() == REPO_ROOT
