@@ -96,6 +96,9 @@ def test_kill_9_mid_rollout_then_rollback_to_the_retained_colour(
         serving_blue(cluster, store)
         cluster.patch_spec({"model": {"version": "2"}})
         wait_until(lambda: status(cluster).get("previewVersion") == "2", what="preview of 2")
+        # kopf posts events from a queue after the status write: a kill -9 in between loses the event
+        # (events are best effort), so the kill waits for it; the restart must then add none.
+        wait_until(lambda: len(events(cluster, "RolloutStarted", "deploying 2")) == 1, what="RolloutStarted")
         operator.process.kill()
 
         make_deployment_available(client, namespace, "demand-green")  # while no operator runs
