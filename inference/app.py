@@ -80,8 +80,11 @@ class BadRequest(Exception):  # noqa: N818 - an HTTP outcome, not a programming 
 
 
 def _retry_headers(status: int) -> dict[str, str]:
-    """A 503 (overloaded, or no model yet) tells the client when to try again."""
-    return {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else {}
+    """A 503 (overloaded, or no model yet) tells the client when to try again; after a 408 the rest of
+    the body may still be on its way, so the connection closes."""
+    if status == 503:
+        return {"retry-after": str(RETRY_AFTER_SECONDS)}
+    return {"connection": "close"} if status == 408 else {}
 
 
 def _error(message: str, status: int) -> Response:
@@ -189,21 +192,26 @@ def parse_infer(body: bytes, model: LoadedModel, max_rows: int) -> tuple[np.ndar
     return rows, request_id if isinstance(request_id, str) else None
 
 
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None if the client went away; 413 as soon as it passes `limit`."""
+async def read_body(receive: Receive, limit: int, timeout: float) -> bytes | None:
+    """The whole request body, or None if the client went away; 413 as soon as it passes `limit`, 408 if
+    it has not all come within `timeout` seconds (a slow client must not hold its admission slot)."""
     chunks: list[bytes] = []
     size = 0
     more = True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(f"request body exceeds the limit of {limit} bytes", status=413)
-        chunks.append(chunk)
-        more = message.get("more_body", False)
+    try:
+        async with asyncio.timeout(timeout):
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return None
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BadRequest(f"request body exceeds the limit of {limit} bytes", status=413)
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+    except TimeoutError:
+        raise BadRequest(f"request body not received within the limit of {timeout:g} s", status=408) from None
     return b"".join(chunks)
 
 
@@ -243,12 +251,19 @@ class ScoringPaths:
     """
 
     def __init__(
-        self, app: Any, infer: ScoringRoute, forecast: ScoringRoute, admission: Admission, metrics: Metrics
+        self,
+        app: Any,
+        infer: ScoringRoute,
+        forecast: ScoringRoute,
+        admission: Admission,
+        metrics: Metrics,
+        body_timeout: float,
     ) -> None:
         self.app = app
         self.infer = infer
         self.forecast = forecast
         self.admission = admission
+        self.body_timeout = body_timeout
         self.rejected = {reason: metrics.rejected.labels(reason) for reason in REASONS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -276,7 +291,7 @@ class ScoringPaths:
                     f"request body of {declared} bytes exceeds the limit of {limit} bytes", status=413
                 )
             with self.admission.admit(limit if declared is None else declared):
-                body = await read_body(receive, limit)
+                body = await read_body(receive, limit, self.body_timeout)
                 if body is None:
                     return  # the client went away
                 answer = await scoring.work(scope, body)
@@ -535,6 +550,7 @@ def create_app(
         forecast=ScoringRoute(routes[forecast_route], before_forecast_body, forecast_work),
         admission=admission,
         metrics=metrics,
+        body_timeout=limits.body_timeout_seconds,
     )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
     return app

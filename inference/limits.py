@@ -36,6 +36,8 @@ class Limits:
     max_forecast_series: int = 1000
     max_history_periods: int = DEFAULT_MAX_HISTORY_PERIODS
     max_forecast_bytes: int = 4 * MIB
+    # a client slower than this with its body holds an admission slot no longer (408)
+    body_timeout_seconds: float = 30.0
     # at once
     max_concurrency: int = 64
     max_inflight_bytes: int = 64 * MIB

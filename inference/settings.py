@@ -42,6 +42,11 @@ class ServeSettings(BaseSettings):
     max_forecast_bytes: int = Field(
         DEFAULT.max_forecast_bytes, ge=1, description="largest /v1/forecast body, refused while it is read"
     )
+    body_timeout_seconds: float = Field(
+        DEFAULT.body_timeout_seconds,
+        gt=0,
+        description="seconds a client may take to send a scoring request's body (408 beyond)",
+    )
     max_concurrency: int = Field(
         DEFAULT.max_concurrency,
         ge=1,

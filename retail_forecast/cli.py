@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, what in limits.items():
         serve.add_argument(flag, type=_positive_int, default=None, help=f"most {what}")
     serve.add_argument(
+        "--body-timeout",
+        dest="body_timeout_seconds",
+        type=float,
+        default=None,
+        help="seconds a client may take to send a scoring request's body; 408 beyond (default 30)",
+    )
+    serve.add_argument(
         "--coalesce-rows",
         type=_positive_int,
         default=None,
@@ -342,38 +349,16 @@ def _demo(args: argparse.Namespace) -> int:
         return _fail("interrupted; nothing is left running", EXIT_INTERRUPTED)
 
 
-SERVE_FIELDS = (
-    "model_dir",
-    "model_uri",
-    "model_name",
-    "model_version",
-    "model_sha256",
-    "fetch_dir",
-    "host",
-    "port",
-    "max_batch_rows",
-    "max_forecast_series",
-    "max_history_periods",
-    "max_forecast_bytes",
-    "max_concurrency",
-    "max_inflight_bytes",
-    "max_concurrent_forecasts",
-    "max_queue_rows",
-    "coalesce_rows",
-    "intra_op_threads",
-    "log_level",
-    "access_log",
-    "shutdown_delay_seconds",
-)
-
-
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError  # noqa: PLC0415
 
     from retail_forecast.inference.server import serve  # noqa: PLC0415
     from retail_forecast.inference.settings import ServeSettings  # noqa: PLC0415
 
-    given = {name: getattr(args, name) for name in SERVE_FIELDS if getattr(args, name) is not None}
+    # every setting the serve flags name (dest = the setting's name); unset flags leave the environment's
+    given = {
+        name: value for name in ServeSettings.model_fields if (value := getattr(args, name, None)) is not None
+    }
     try:
         settings = ServeSettings(**given)
     except ValidationError as exc:

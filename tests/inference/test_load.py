@@ -552,3 +552,39 @@ def test_an_endless_forecast_body_is_refused_while_it_is_read(model_dir: Path, t
         status, payload = asyncio.run(_endless_chunked_body(service.port, "/v1/forecast"))
         assert status == 413, payload
         assert orjson.loads(payload) == {"error": f"request body exceeds the limit of {limit} bytes"}
+
+
+async def _slow_body_then_next(port: int, url: str, body: bytes) -> tuple[bytes, bytes, int]:
+    """A client that sends its headers and a first part of its body, then nothing: the answer it gets
+    before the server closes the connection, and what a second client then gets from the only slot."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST {INFER} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body[:10]
+    )
+    await writer.drain()
+    # the whole answer, up to the server closing the connection (a test that waits out 60 s fails)
+    answer = await asyncio.wait_for(reader.read(), timeout=60)
+    head, payload = answer.split(b"\r\n\r\n", 1)
+    writer.close()
+    async with httpx.AsyncClient(base_url=url, timeout=60.0) as client:
+        second = await client.post(INFER, content=body)
+    return head, payload, second.status_code
+
+
+def test_a_client_slow_with_its_body_is_cut_off_and_frees_its_slot(
+    model_dir: Path, tmp_path: Path, workload: Workload
+) -> None:
+    """With one slot, a client that never finishes its body would refuse everyone else (503) forever."""
+    args = ["--model-dir", str(model_dir), "--no-access-log", "--shutdown-delay", "0"]
+    args += ["--max-concurrency", "1", "--body-timeout", "1"]
+    body = orjson.dumps(infer_body(workload.rows(5)))
+    with Service(args, tmp_path / "serve.log") as service:
+        service.wait_ready()
+        head, payload, second = asyncio.run(_slow_body_then_next(service.port, service.url, body))
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert orjson.loads(payload) == {"error": "request body not received within the limit of 1 s"}
+        assert second == 200
