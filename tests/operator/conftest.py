@@ -5,6 +5,7 @@ fresh namespace, as its own ServiceAccount so the audit log tells its requests f
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,16 +105,27 @@ class Operator:
     process: OperatorProcess
     user: str  # its name in the audit log
 
+    def log(self) -> list[dict[str, Any]]:
+        """Its log so far: one JSON object a line (kopf's JSON formatter); a line that is not fails."""
+        return [json.loads(line) for line in self.process.output().splitlines() if line.strip()]
+
+
+def operator_process(
+    control_plane: ControlPlane, namespace: str, store_connection_string: str, folder: Path
+) -> OperatorProcess:
+    """`forecast operator --namespace NS` as the ServiceAccount, with these store credentials; not started."""
+    kubeconfig = control_plane.token_kubeconfig(folder / "kubeconfig", namespace, OPERATOR_SA)
+    return OperatorProcess(
+        ["operator", "--namespace", namespace],
+        {"KUBECONFIG": str(kubeconfig), "AZURE_STORAGE_CONNECTION_STRING": store_connection_string},
+        folder / "operator.log",
+    )
+
 
 @pytest.fixture
 def operator(control_plane: ControlPlane, namespace: str, store: Store, tmp_path: Path) -> Iterator[Operator]:
     """`forecast operator --namespace NS` as the ServiceAccount, started; its log is printed on failure."""
-    kubeconfig = control_plane.token_kubeconfig(tmp_path / "kubeconfig", namespace, OPERATOR_SA)
-    process = OperatorProcess(
-        ["operator", "--namespace", namespace],
-        {"KUBECONFIG": str(kubeconfig), "AZURE_STORAGE_CONNECTION_STRING": store.connection_string},
-        tmp_path / "operator.log",
-    )
+    process = operator_process(control_plane, namespace, store.connection_string, tmp_path)
     process.start()
     try:
         yield Operator(process, f"system:serviceaccount:{namespace}:{OPERATOR_SA}")
@@ -122,6 +134,32 @@ def operator(control_plane: ControlPlane, namespace: str, store: Store, tmp_path
         raise
     finally:
         assert process.stop() in {0, None}, process.output()
+
+
+def forecast_model(
+    store: Store,
+    *,
+    serving: dict[str, Any] | None = None,
+    autoscaling: dict[str, Any] | None = None,
+    rollout: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """ForecastModel `demand` serving version 1 of the store's model; each section's keys override."""
+    return {
+        "apiVersion": FM_API,
+        "kind": res.KIND,
+        "metadata": {"name": "demand"},
+        "spec": {
+            "model": {"name": "demand", "version": "1", "storeUri": store.uri},
+            "serving": {"image": "registry.local/inference:1", **(serving or {})},
+            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4, **(autoscaling or {})},
+            "rollout": {
+                "progressDeadlineSeconds": 600,
+                "scaleDownDelaySeconds": 0,
+                "autoPromote": True,
+                **(rollout or {}),
+            },
+        },
+    }
 
 
 class Cluster:
