@@ -266,15 +266,15 @@ class Reconciler:
         """
         key = (namespace, name)
         async with self._locks.setdefault(key, asyncio.Lock()):
-            held = self._backoff.get(key)
-            if held is not None:
-                # Backing off: only a new intent (spec, promotion) is worth an attempt before the retry;
-                # our own status write or a child's status change is not.
-                body = await self.kube.get(res.GROUP, res.VERSION, res.PLURAL, namespace, name)
-                remaining = held[0] - time.monotonic()
-                if body is not None and remaining > 0 and _intent(body) == held[1]:
-                    return remaining
             try:
+                held = self._backoff.get(key)
+                if held is not None:
+                    # Backing off: only a new intent (spec, promotion) is worth an attempt before the
+                    # retry; our own status write or a child's status change is not.
+                    body = await self.kube.get(res.GROUP, res.VERSION, res.PLURAL, namespace, name)
+                    remaining = held[0] - time.monotonic()
+                    if body is not None and remaining > 0 and _intent(body) == held[1]:
+                        return remaining
                 again = await self._reconcile_through_conflicts(namespace, name)
             except Failed as exc:
                 return await self._failed(namespace, name, exc.failure)

@@ -28,6 +28,7 @@ from tests.operator.process import OperatorProcess
 FM_API: Final = f"{res.GROUP}/{res.VERSION}"
 MERGE: Final = "application/merge-patch+json"
 OPERATOR_SA: Final = "operator"
+RBAC_GROUP: Final = "rbac.authorization.k8s.io"
 
 
 @dataclass(frozen=True)
@@ -64,38 +65,37 @@ def store(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield Store(uri, sha, azurite.connection_string)
 
 
+def namespace_for_the_operator(client: Client, name: str, binding: dict[str, Any], role: str) -> None:
+    """The CRDs, namespace `name`, and in it the operator's ServiceAccount, given ClusterRole `role` by
+    `binding` (a RoleBinding or a ClusterRoleBinding: its kind and metadata)."""
+    apply_crds(client, crd_objects())
+    create_namespace(client, name)
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": OPERATOR_SA, "namespace": name},
+    }
+    granted = {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        **binding,
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": name}],
+    }
+    client.apply([account, granted])
+
+
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
     """A fresh namespace, the CRDs, and a ServiceAccount for the operator with the cluster-admin role
     (RBAC itself is test_chart_rbac.py's subject)."""
     name = f"own-{uuid.uuid4().hex[:8]}"
     with control_plane.admin() as client:
-        apply_crds(client, crd_objects())
-        create_namespace(client, name)
-        client.apply(
-            [
-                {
-                    "apiVersion": "v1",
-                    "kind": "ServiceAccount",
-                    "metadata": {"name": OPERATOR_SA, "namespace": name},
-                },
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "ClusterRoleBinding",
-                    "metadata": {"name": f"{name}-operator"},
-                    "roleRef": {
-                        "apiGroup": "rbac.authorization.k8s.io",
-                        "kind": "ClusterRole",
-                        "name": "cluster-admin",
-                    },
-                    "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": name}],
-                },
-            ]
-        )
+        binding = {"kind": "ClusterRoleBinding", "metadata": {"name": f"{name}-operator"}}
+        namespace_for_the_operator(client, name, binding, "cluster-admin")
     yield name
     with control_plane.admin() as client:
         client.resource("v1", "Namespace").delete(name=name)
-        client.resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding").delete(name=f"{name}-operator")
+        client.resource(f"{RBAC_GROUP}/v1", "ClusterRoleBinding").delete(name=f"{name}-operator")
         # Gone before the next test: an operator watching all namespaces must not find its objects.
         wait_until(lambda: client.read("v1", "Namespace", name) is None, timeout=120, what=f"{name} deleted")
 
@@ -134,6 +134,20 @@ def operator(control_plane: ControlPlane, namespace: str, store: Store, tmp_path
         raise
     finally:
         assert process.stop() in {0, None}, process.output()
+
+
+def create_scorer_account(client: Client, namespace: str) -> None:
+    """ServiceAccount `scorer`, the pods' identity when `serving.serviceAccountName` names it: without
+    it the ReplicaSet creates no pod."""
+    client.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "scorer", "namespace": namespace},
+            }
+        ]
+    )
 
 
 def forecast_model(

@@ -16,7 +16,7 @@ import pytest
 
 from retail_forecast.operator import resources as res
 from tests.controlplane import AuditEntry, ControlPlane, make_deployment_available, wait_until
-from tests.operator.conftest import FM_API, Cluster, Operator, Store, forecast_model
+from tests.operator.conftest import FM_API, Cluster, Operator, Store, create_scorer_account, forecast_model
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -35,12 +35,7 @@ def test_the_operator_owns_its_children_completely(
 ) -> None:
     with control_plane.admin() as client:
         cluster = Cluster(client, namespace)
-        scorer = {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "scorer", "namespace": namespace},
-        }
-        client.apply([scorer])  # the pods' identity: without it the ReplicaSet creates no pod
+        create_scorer_account(client, namespace)
         client.resource(FM_API, res.KIND).create(body=demand(store), namespace=namespace)
         wait_until(lambda: cluster.read("apps/v1", "Deployment", "demand-blue"), what="demand-blue")
         make_deployment_available(client, namespace, "demand-blue")

@@ -93,6 +93,11 @@ def test_a_refused_write_is_shown_once_and_heals_when_the_server_relents(
             ("Invalid", False, 2),
         ]
         assert seen[1]["retryInSeconds"] > seen[0]["retryInSeconds"]
+        # Server-side apply is a patch, also for a child that does not exist: no create, no AlreadyExists.
+        children = {"deployments", "services", "horizontalpodautoscalers"}
+        verbs = {e.verb for e in control_plane.audit(operator.user) if e.resource in children}
+        assert verbs <= {"get", "list", "watch", "patch", "delete"}, verbs
+        assert "patch" in verbs
 
 
 @pytest.mark.parametrize("fault", ["429", "500", "timeout"])

@@ -18,7 +18,7 @@ import pytest
 
 from retail_forecast.operator import resources as res
 from tests.controlplane import ControlPlane, mark_pods_ready, wait_until
-from tests.operator.conftest import FM_API, Cluster, Operator, Store, forecast_model
+from tests.operator.conftest import FM_API, Cluster, Operator, Store, create_scorer_account, forecast_model
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -64,12 +64,7 @@ def test_no_write_loop_across_the_spec_matrix(
 ) -> None:
     with control_plane.admin() as client:
         cluster = Cluster(client, namespace)
-        scorer = {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "scorer", "namespace": namespace},
-        }
-        client.apply([scorer])
+        create_scorer_account(client, namespace)
 
         def kubelet() -> None:
             for color in res.Color:
