@@ -171,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="kubeconfig context (default: in-cluster service account, else the current context)",
     )
+    operator.add_argument(
+        "--log-format",
+        choices=["json", "plain", "full"],
+        default="json",
+        help="kopf's log formats: one JSON object a line (default), or text",
+    )
+    operator.add_argument("--verbose", action="store_true", help="log at DEBUG (default INFO)")
 
     demo = commands.add_parser(
         "demo", help="synthesise, train, publish, serve the published version and show its forecasts"
@@ -419,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     liveness=args.liveness or None,
                     priority=args.priority,
                     context=args.context,
+                    log_format=args.log_format,
+                    verbose=args.verbose,
                 )
             except NoKubernetesApi as exc:
                 return _fail(str(exc), EXIT_USAGE)

@@ -11,8 +11,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Final, Self
+from typing import Final
+
+from tests.processes import Background, launch, terminate
 
 ACCOUNT: Final = "devstoreaccount1"
 # Azurite's documented, public development key: not a secret.
@@ -57,7 +58,7 @@ def _port_open(port: int) -> bool:
         return False
 
 
-class Azurite:
+class Azurite(Background):
     """One azurite-blob process; `stop()` then `start()` keeps port and data, for outage tests."""
 
     def __init__(
@@ -68,7 +69,6 @@ class Azurite:
         self.port = port or _free_port()
         self.timeout = timeout
         self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def blob_endpoint(self) -> str:
@@ -91,8 +91,7 @@ class Azurite:
             return
         self.location.mkdir(parents=True, exist_ok=True)
         log_path = self.location / "azurite.log"
-        self._log = log_path.open("ab")
-        self._process = subprocess.Popen(
+        self._process = launch(
             [
                 self.binary,
                 "--blobHost",
@@ -106,9 +105,7 @@ class Azurite:
                 "--skipApiVersionCheck",
                 "--loose",
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            log_path,
         )
         deadline = time.monotonic() + self.timeout
         while not _port_open(self.port):
@@ -124,22 +121,5 @@ class Azurite:
     def stop(self) -> None:
         """Terminate (SIGTERM lets Azurite persist its metadata), killing it if it hangs."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        if process is not None:
+            terminate(process, grace=10)

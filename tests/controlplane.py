@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import kubernetes.client
 import kubernetes.config
@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.inference.live import free_port
+from tests.processes import Background, launch, terminate
 
 ASSETS_VARIABLE: Final = "KUBEBUILDER_ASSETS"
 BINARIES: Final = ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -280,7 +281,6 @@ class Client:
 class _Process:
     name: str
     popen: subprocess.Popen[bytes]
-    log: IO[bytes]
     log_path: Path
 
     def tail(self) -> str:
@@ -289,7 +289,7 @@ class _Process:
         )
 
 
-class ControlPlane:
+class ControlPlane(Background):
     """etcd → kube-apiserver → kube-controller-manager in `workdir`; `stop()` ends all three.
 
     The admin kubeconfig authenticates with a client certificate in `system:masters` (as kind writes
@@ -440,11 +440,7 @@ class ControlPlane:
 
     def _launch(self, name: str, *args: str) -> None:
         log_path = self.workdir / "logs" / f"{name}.log"
-        log = log_path.open("ab")
-        popen = subprocess.Popen(
-            [str(self.assets / name), *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-        self._processes.append(_Process(name, popen, log, log_path))
+        self._processes.append(_Process(name, launch([str(self.assets / name), *args], log_path), log_path))
 
     def _wait(self, ready: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + self.timeout
@@ -478,24 +474,7 @@ class ControlPlane:
     def stop(self) -> None:
         """SIGTERM in reverse start order, SIGKILL after 10 s; every process is waited for."""
         while self._processes:
-            process = self._processes.pop()
-            if process.popen.poll() is None:
-                process.popen.terminate()
-                try:
-                    process.popen.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.popen.kill()
-                    process.popen.wait(timeout=10)
-            process.log.close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+            terminate(self._processes.pop().popen, grace=10)
 
     # -- acting as a ServiceAccount ------------------------------------------------------------------------
 

@@ -10,23 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Mapping
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import kopf
 import kubernetes.client
 
 from retail_forecast.operator import resources as res
 from retail_forecast.operator.kube import Kube, authorization, load_configuration
-from retail_forecast.operator.reconcile import Reconciler, TransientError
+from retail_forecast.operator.reconcile import Reconciler
 from retail_forecast.operator.rollout import Event
 
-RETRY_SECONDS: Final = 2.0
-MAX_RETRY_SECONDS: Final = 300.0
-logger = logging.getLogger("retail_forecast.operator")
 _state: dict[str, Any] = {}
 _timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 _tasks: set[asyncio.Task[None]] = set()
-_failures: dict[tuple[str, str], int] = {}
 
 
 def _emit(body: dict[str, Any], event: Event) -> None:
@@ -87,19 +83,13 @@ async def cleanup(**_: Any) -> None:
 
 async def _reconcile(namespace: str, name: str) -> None:
     key = (namespace, name)
-    try:
-        again = await reconciler().reconcile(namespace, name)
-        _failures.pop(key, None)
-    except TransientError as exc:
-        failures = _failures[key] = _failures.get(key, 0) + 1
-        again = min(RETRY_SECONDS * 2 ** (failures - 1), MAX_RETRY_SECONDS)  # exponential backoff
-        logger.warning("will retry %s/%s in %.0fs: %s", namespace, name, again, exc)
+    again = await reconciler().reconcile(namespace, name)  # failures come back as a retry delay
     pending = _timers.pop(key, None)
     if pending is not None:
         pending.cancel()
     if again is not None:
-        # Deadlines and scale-down delays pass without a watch event. The time is re-derived from
-        # the status on every reconcile, so a restarted operator reschedules it from its first listing.
+        # Deadlines, scale-down delays and retries pass without a watch event. The time is re-derived
+        # on every reconcile, so a restarted operator reschedules it from its first listing.
         loop = asyncio.get_running_loop()
         _timers[key] = loop.call_later(again, lambda: _spawn(_reconcile(namespace, name)))
 

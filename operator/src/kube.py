@@ -21,17 +21,26 @@ import kubernetes.client
 import kubernetes.config
 import kubernetes.dynamic
 import kubernetes.dynamic.exceptions
+import urllib3
+
+from retail_forecast.operator.failures import NO_ANSWER
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 REQUEST_TIMEOUT_SECONDS: Final = 30
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
+    """The server's answer to `request` (status 0: no answer: a timeout or a refused connection)."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, request: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{request}: {status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.request = request
+        self.retry_after = retry_after
 
 
 class NotFound(ApiError):  # noqa: N818 - mirrors the API's reason
@@ -82,7 +91,18 @@ def api_version(group: str, version: str) -> str:
     return version if group in {"", "core"} else f"{group}/{version}"
 
 
-def _api_error(exc: kubernetes.client.ApiException) -> ApiError:
+def _retry_after(exc: kubernetes.client.ApiException, payload: Any) -> float | None:
+    """Seconds the server asks us to wait: the Retry-After header, else the Status' retryAfterSeconds."""
+    header = (exc.headers or {}).get("Retry-After")
+    details = payload.get("details") if isinstance(payload, dict) else None
+    found = header or (details.get("retryAfterSeconds") if isinstance(details, dict) else None)
+    try:
+        return float(found) if found is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from the API server, and the backoff still applies
+
+
+def _api_error(exc: kubernetes.client.ApiException, request: str) -> ApiError:
     """The server's Status (reason and message) as our error; 404 and 409 get their own types."""
     status, reason, message = int(exc.status or 0), str(exc.reason or ""), str(exc.body or "")
     try:
@@ -93,7 +113,7 @@ def _api_error(exc: kubernetes.client.ApiException) -> ApiError:
         reason = str(payload.get("reason") or reason)
         message = str(payload.get("message") or message)
     kind = {404: NotFound, 409: Conflict}.get(status, ApiError)
-    return kind(status, reason, message)
+    return kind(status, reason, message, request, _retry_after(exc, payload))
 
 
 class Kube:
@@ -120,13 +140,19 @@ class Kube:
         subresource: str | None = None,
         **kwargs: Any,
     ) -> Any:
+        what = plural if subresource is None else f"{plural}/{subresource}"
+        verb = "apply" if method == "server_side_apply" else method
+        request = f"{verb} {what}/{kwargs['name']}" if kwargs.get("name") else f"{verb} {what}"
+
         def call() -> Any:
             try:
                 resource = self._resource(group, version, plural)  # discovery, the first time
                 target = resource if subresource is None else resource.subresources[subresource]
                 found = getattr(target, method)(_request_timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
             except kubernetes.client.ApiException as exc:
-                raise _api_error(exc) from None
+                raise _api_error(exc, request) from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:  # a timeout, a refused connection
+                raise ApiError(NO_ANSWER, type(exc).__name__, str(exc)[:300], request) from None
             return found.to_dict() if hasattr(found, "to_dict") else found
 
         return await asyncio.to_thread(call)

@@ -7,7 +7,9 @@ so a restarted operator continues where the last one stopped. An unchanged resou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,22 +20,72 @@ from pydantic import ValidationError
 
 from retail_forecast.core.manifest import ManifestError
 from retail_forecast.core.store import (
+    StoreAccessDeniedError,
     StoreConfigError,
     StoreError,
-    StoreUnavailableError,
     VersionNotFoundError,
     open_store,
 )
 from retail_forecast.operator import resources as res
-from retail_forecast.operator.kube import Conflict, Kube, NotFound
+from retail_forecast.operator.failures import Failure, api_failure, retry_delay, visible
+from retail_forecast.operator.kube import ApiError, Conflict, Kube, NotFound
 from retail_forecast.operator.rollout import ColorState, Condition, Event, RolloutStatus, Step, next_step
 
 PROMOTE_ANNOTATION: Final = f"{res.GROUP}/promote"
+RECONCILED: Final = Condition("True", "Applied", "every child matches the spec")
 EventSink = Callable[[Event], None]
+# One JSON line per decision and per write (kopf's JSON formatter, `main.py`): the ForecastModel in
+# `object`, and what was decided or written. Field names and paths only: never values (env may hold
+# secrets).
+logger = logging.getLogger("retail_forecast.operator")
 
 
-class TransientError(Exception):
-    """Retry later with backoff (the model store is unreachable)."""
+def _ref(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "k8s_ref": {
+            "apiVersion": f"{res.GROUP}/{res.VERSION}",
+            "kind": res.KIND,
+            "namespace": namespace,
+            "name": name,
+        }
+    }
+
+
+def _intent(body: dict[str, Any]) -> str:
+    """What a user asks of a ForecastModel: its spec and a promotion (not its status)."""
+    annotations = body["metadata"].get("annotations") or {}
+    return json.dumps([body.get("spec"), annotations.get(PROMOTE_ANNOTATION)], sort_keys=True)
+
+
+def _child(
+    namespace: str, kind: str, name: str, write: str, changed: list[str] | None = None
+) -> dict[str, Any]:
+    owner = name.removesuffix("-blue").removesuffix("-green").removesuffix("-preview")
+    found: dict[str, Any] = {**_ref(namespace, owner), "child": {"kind": kind, "name": name}, "write": write}
+    if changed is not None:
+        found["changed"] = changed
+    return found
+
+
+def changed_fields(current: Any, wanted: Any, path: str = "", limit: int = 20) -> list[str]:
+    """The paths of `wanted` that `current` does not hold (as the apply's intent sees them): for the
+    log, so paths only, never values."""
+    if isinstance(wanted, dict) and isinstance(current, dict):
+        found: list[str] = []
+        for key, value in wanted.items():
+            found += changed_fields(current.get(key), value, f"{path}.{key}" if path else key, limit)
+            if len(found) >= limit:
+                return found[:limit]
+        return found
+    return [] if res.contains(current, wanted) else [path or "(all)"]
+
+
+class Failed(Exception):  # noqa: N818 - carries a Failure, as the reconcile's outcome
+    """This attempt failed; `failures.py` decides when to retry and whether the status shows it."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 @dataclass(frozen=True)
@@ -43,21 +95,29 @@ class Verified:
 
 
 def verify_model(spec: res.ForecastModelSpec) -> Verified:
-    """The version exists, its manifest is complete, and it matches the pin. Blocking: run in a thread."""
+    """The version exists, its manifest is complete, and it matches the pin. Blocking: run in a thread.
+
+    Raises Failed: a verdict on the spec or the store's credentials (permanent), or an outage (transient).
+    """
     try:
         manifest = open_store(spec.model.store_uri).manifest(spec.model.name, spec.model.version)
-    except (VersionNotFoundError, StoreConfigError):
-        raise  # a verdict on the spec: reported on the status
-    except (StoreUnavailableError, StoreError) as exc:
-        # Unreachable, or an error answer (403 while a role assignment propagates, 5xx): retry with
-        # backoff. Anything escaping to kopf would be logged and dropped until the next watch event.
-        raise TransientError(str(exc)) from None
+    except (VersionNotFoundError, StoreConfigError, ManifestError) as exc:
+        raise Failed(store_failure("ModelVerificationFailed", exc, transient=False)) from None
+    except StoreAccessDeniedError as exc:  # a wrong key, or a role assignment not (yet) granted
+        raise Failed(store_failure("StoreAccessDenied", exc, transient=False)) from None
+    except StoreError as exc:  # unreachable, or an error answer (5xx): retried with backoff
+        raise Failed(store_failure("StoreUnavailable", exc, transient=True)) from None
     if spec.model.sha256 is not None and manifest.sha256 != spec.model.sha256:
-        raise ManifestError(
+        message = (
             f"{spec.model.name} {spec.model.version}: the manifest names sha256 {manifest.sha256}, "
             f"the ForecastModel pins {spec.model.sha256}"
         )
+        raise Failed(Failure("ModelVerified", "ModelVerificationFailed", message, transient=False))
     return Verified(manifest.version, manifest.sha256)
+
+
+def store_failure(reason: str, exc: Exception, *, transient: bool) -> Failure:
+    return Failure("ModelVerified", reason, str(exc)[:1000], transient=transient)
 
 
 def color_state(deployment: dict[str, Any]) -> ColorState:
@@ -101,7 +161,7 @@ def _conditions(
 ) -> list[dict[str, Any]]:
     previous = {c.get("type"): c for c in old}
     merged = []
-    for kind in ("Ready", "Progressing", "Degraded", "ModelVerified"):
+    for kind in ("Ready", "Progressing", "Degraded", "ModelVerified", "Reconciled"):
         if kind not in new:
             if kind in previous:
                 merged.append(previous[kind])
@@ -194,20 +254,87 @@ class Reconciler:
         self.emit = emit
         self.clock = clock
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._backoff: dict[tuple[str, str], tuple[float, str]] = {}  # until (monotonic), the intent
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Serialised per resource (watch events of the resource and of its Deployments may coincide).
 
-        Returns when to look again (a preview deadline or a scale-down delay), or None.
+        Returns when to look again (a preview deadline, a scale-down delay, or the retry of a failure),
+        or None. Never raises for a failure: it is logged, retried, and shown on the status when it is
+        permanent or lasts (`failures.py`).
         """
-        lock = self._locks.setdefault((namespace, name), asyncio.Lock())
-        async with lock:
-            for _ in range(5):  # a 409 on the status means someone wrote first: read again and redo
-                try:
-                    return await self._reconcile_once(namespace, name)
-                except Conflict:
-                    continue
-            raise TransientError(f"{namespace}/{name}: status kept changing under us")
+        key = (namespace, name)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            try:
+                held = self._backoff.get(key)
+                if held is not None:
+                    # Backing off: only a new intent (spec, promotion) is worth an attempt before the
+                    # retry; our own status write or a child's status change is not.
+                    body = await self.kube.get(res.GROUP, res.VERSION, res.PLURAL, namespace, name)
+                    remaining = held[0] - time.monotonic()
+                    if body is not None and remaining > 0 and _intent(body) == held[1]:
+                        return remaining
+                again = await self._reconcile_through_conflicts(namespace, name)
+            except Failed as exc:
+                return await self._failed(namespace, name, exc.failure)
+            except ApiError as exc:
+                failure = api_failure(exc.status, exc.reason, exc.message, exc.request, exc.retry_after)
+                return await self._failed(namespace, name, failure)
+            self._attempts.pop(key, None)
+            self._backoff.pop(key, None)
+            return again
+
+    async def _reconcile_through_conflicts(self, namespace: str, name: str) -> float | None:
+        for _ in range(5):  # a 409 on the status means someone wrote first: read again and redo
+            try:
+                return await self._reconcile_once(namespace, name)
+            except Conflict as exc:
+                last = exc
+        raise last
+
+    async def _failed(self, namespace: str, name: str, failure: Failure) -> float:
+        """Log the failure, show it on the status if it is permanent or lasts, and say when to retry."""
+        key = (namespace, name)
+        attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
+        delay = retry_delay(failure, attempt)
+        shown = visible(failure, attempt)
+        logger.warning(
+            "%s %s/%s failed (attempt %d), retry in %.0fs: %s",
+            failure.reason,
+            namespace,
+            name,
+            attempt,
+            delay,
+            failure.message,
+            extra={
+                **_ref(namespace, name),
+                "failure": {
+                    "condition": failure.condition,
+                    "reason": failure.reason,
+                    "transient": failure.transient,
+                    "attempt": attempt,
+                    "retryInSeconds": delay,
+                    "shown": shown,
+                },
+            },
+        )
+        body: dict[str, Any] | None = None
+        with contextlib.suppress(ApiError):  # the API server itself is failing: the retry reads again
+            body = await self.kube.get(res.GROUP, res.VERSION, res.PLURAL, namespace, name)
+        if body is not None:
+            self._backoff[key] = (time.monotonic() + delay, _intent(body))
+        if shown and body is not None:
+            condition = Condition("False", failure.reason, failure.message)
+            status = new_status(body, None, {failure.condition: condition}, namespace, name)
+            try:
+                # One Warning Event per change of the condition: a retry that fails alike writes nothing.
+                await self._write_status(body, status, [Event("Warning", failure.reason, failure.message)])
+            except ApiError as exc:  # the API server itself is failing: the retry will try again
+                logger.warning(
+                    "status of %s/%s not written: %s", namespace, name, exc, extra=_ref(namespace, name)
+                )
+        return delay
 
     async def _reconcile_once(self, namespace: str, name: str) -> float | None:
         body = await self.kube.get(res.GROUP, res.VERSION, res.PLURAL, namespace, name)
@@ -224,18 +351,7 @@ class Reconciler:
                 None,
             )
             return None
-        try:
-            verified = await self._verify(body, spec)
-        except (VersionNotFoundError, ManifestError, ValueError) as exc:
-            reason = "ModelVerificationFailed"
-            await self._report(
-                body,
-                None,
-                {"ModelVerified": Condition("False", reason, str(exc)[:1000])},
-                [Event("Warning", reason, str(exc)[:1000])],
-                None,
-            )
-            return None
+        verified = await self._verify(body, spec)
         verified_condition = Condition(
             "True", "Verified", f"{spec.model.name} {verified.version} sha256 {verified.sha256}"
         )
@@ -257,10 +373,16 @@ class Reconciler:
             self.clock(),
             promote_requested=promote,
         )
-        await self._apply(body, spec, step, existing)
-        await self._report(
-            body, step, {**step.conditions, "ModelVerified": verified_condition}, step.events, verified
+        logger.info(
+            "%s/%s: %s",
+            namespace,
+            name,
+            step.name,
+            extra={**_ref(namespace, name), "step": step.name, "events": [e.reason for e in step.events]},
         )
+        await self._apply(body, spec, step, existing)
+        conditions = {**step.conditions, "ModelVerified": verified_condition, "Reconciled": RECONCILED}
+        await self._report(body, step, conditions, step.events, verified)
         return step.requeue_after
 
     async def _verify(self, body: dict[str, Any], spec: res.ForecastModelSpec) -> Verified:
@@ -340,6 +462,9 @@ class Reconciler:
         await self.kube.apply(
             "apps", "v1", "deployments", namespace, keep, field_manager=res.HANDOVER_MANAGER
         )
+        name = keep["metadata"]["name"]
+        handover = _child(namespace, "Deployment", name, "apply", ["spec.replicas (handed to the HPA)"])
+        logger.info("Deployment %s: replicas handed over", name, extra=handover)
 
     async def _ensure(
         self,
@@ -355,8 +480,13 @@ class Reconciler:
         intent = res.owned(desired, owner)
         if current is None:
             current = await self.kube.get(group, version, plural, namespace, desired["metadata"]["name"])
-        if res.needs_apply(intent, current):
-            await self.kube.apply(group, version, plural, namespace, intent)
+        kind, name = intent["kind"], intent["metadata"]["name"]
+        if not res.needs_apply(intent, current):
+            logger.debug("%s %s unchanged", kind, name, extra=_child(namespace, kind, name, "unchanged"))
+            return
+        changed = ["(new)"] if current is None else changed_fields(current, intent)
+        await self.kube.apply(group, version, plural, namespace, intent)
+        logger.info("%s %s applied", kind, name, extra=_child(namespace, kind, name, "apply", changed))
 
     async def _delete_if_present(
         self, namespace: str, group: str, version: str, plural: str, name: str
@@ -369,6 +499,8 @@ class Reconciler:
         ):
             return
         await self.kube.delete(group, version, plural, namespace, name)
+        kind = current.get("kind") or plural
+        logger.info("%s %s deleted", kind, name, extra=_child(namespace, kind, name, "delete"))
 
     async def _report(
         self,
@@ -393,6 +525,12 @@ class Reconciler:
                 },
                 "sha256": verified.sha256,
             }
+        await self._write_status(body, status, events)
+
+    async def _write_status(self, body: dict[str, Any], status: dict[str, Any], events: list[Event]) -> None:
+        """Write the status if it changed, then post the events of that change (never otherwise)."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
         old = body.get("status") or {}
         if _same(old, status):
             # Events report transitions, and every transition changes the status: an unchanged status
@@ -400,10 +538,19 @@ class Reconciler:
             return
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
         try:
-            await self.kube.patch_status(
-                res.GROUP, res.VERSION, res.PLURAL, meta["namespace"], meta["name"], patch
-            )
+            await self.kube.patch_status(res.GROUP, res.VERSION, res.PLURAL, namespace, name, patch)
         except NotFound:
             return
+        logger.info(
+            "status of %s/%s written",
+            namespace,
+            name,
+            extra={
+                **_ref(namespace, name),
+                "write": "status",
+                "changed": changed_fields(old, _without_nulls(status)),
+                "events": [e.reason for e in events],
+            },
+        )
         for event in events:
             self.emit(body, event)

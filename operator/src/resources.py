@@ -272,21 +272,21 @@ def _empty(value: Any) -> bool:
     return value is None or value in ([], {})
 
 
-def _contains(current: Any, wanted: Any) -> bool:
+def contains(current: Any, wanted: Any) -> bool:
     """Every field of `wanted` has its value in `current` (server defaults may add more); omitempty
     fields the server drops count as present."""
     if isinstance(wanted, dict):
         if not isinstance(current, dict):
             return _empty(wanted) and _empty(current)
         return all(
-            _contains(current.get(key), value) if key in current else _empty(value)
+            contains(current.get(key), value) if key in current else _empty(value)
             for key, value in wanted.items()
         )
     if isinstance(wanted, list):
         if not isinstance(current, list):
             return _empty(wanted) and _empty(current)
         return len(current) == len(wanted) and all(
-            _contains(c, w) for c, w in zip(current, wanted, strict=True)
+            contains(c, w) for c, w in zip(current, wanted, strict=True)
         )
     return bool(current == wanted)
 
@@ -298,7 +298,7 @@ def needs_apply(intent: dict[str, Any], current: dict[str, Any] | None) -> bool:
     Server-side apply is idempotent, but a no-op apply is still a write request: a converged child gets
     none.
     """
-    return current is None or not _contains(current, intent)
+    return current is None or not contains(current, intent)
 
 
 def manages_replicas(current: dict[str, Any] | None, manager: str) -> bool:

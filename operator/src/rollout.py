@@ -40,6 +40,11 @@ class ColorState:
             and min(self.updated, self.ready, self.available) >= self.replicas
         )
 
+    @property
+    def serves(self) -> bool:
+        """At least one replica is available: the colour answers (an HPA scale-up adds pods later)."""
+        return self.available > 0
+
 
 @dataclass(frozen=True)
 class RolloutStatus:
@@ -92,6 +97,16 @@ class Step:
     conditions: dict[str, Condition]
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The rollout step, for the log: a preview runs, traffic moved and the old colour waits out
+        its scale-down delay, or nothing moves."""
+        if self.status.preview_color is not None:
+            return "preview"
+        if self.status.retired_color is not None:
+            return "scale-down-delay"
+        return "steady" if self.status.active_color is not None else "no-active-version"
 
 
 def parked(spec: ForecastModelSpec) -> bool:
@@ -293,7 +308,7 @@ def _conditions(
         ready = Condition(
             "False", "Parked", f"{serving} on {status.active_color} is parked: serving.replicas is 0"
         )
-    elif active is not None and active.is_available and active.version == serving:
+    elif active is not None and active.serves and active.version == serving:
         ready = Condition("True", "Available", f"{serving} on {status.active_color} serves traffic")
     elif serving is not None:
         ready = Condition(

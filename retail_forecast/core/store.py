@@ -52,6 +52,7 @@ __all__ = [
     "IntegrityError",
     "Lifecycle",
     "ModelStore",
+    "StoreAccessDeniedError",
     "StoreConfigError",
     "StoreError",
     "StoreUnavailableError",
@@ -101,6 +102,10 @@ class VersionNotFoundError(StoreError, LookupError):
 
 class IntegrityError(StoreError):
     """Model bytes differ from the digest that names them: corrupted or tampered, never to be used."""
+
+
+class StoreAccessDeniedError(StoreError):
+    """The store refused the credentials (a wrong key, a role not granted): retrying as is will not help."""
 
 
 class StoreUnavailableError(StoreError):
@@ -498,8 +503,15 @@ class _AzureBackend:
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise StoreUnavailableError(f"model store {self._uri} is unreachable: {_redact(exc)}") from None
         except ClientAuthenticationError as exc:
-            raise StoreError(f"model store {self._uri} refused the credentials: {_redact(exc)}") from None
+            raise StoreAccessDeniedError(
+                f"model store {self._uri} refused the credentials: {_redact(exc)}"
+            ) from None
         except HttpResponseError as exc:
+            if exc.status_code in {401, 403}:  # a wrong key (a bad signature) or a role not granted
+                raise StoreAccessDeniedError(
+                    f"model store {self._uri} refused the credentials: HTTP {exc.status_code} "
+                    f"{_error_code(exc) or exc.reason}"
+                ) from None
             raise StoreError(
                 f"model store {self._uri} failed: HTTP {exc.status_code} {_error_code(exc) or exc.reason}"
             ) from None

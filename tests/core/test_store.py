@@ -31,6 +31,7 @@ from retail_forecast.core.store import (
     IntegrityError,
     Lifecycle,
     ModelStore,
+    StoreAccessDeniedError,
     StoreConfigError,
     StoreError,
     StoreUnavailableError,
@@ -439,6 +440,18 @@ def test_an_unreachable_account_is_unavailable_without_leaking_the_key(
 
 
 # --- Azure outages, against a real Azurite ----------------------------------------------------------
+
+
+def test_a_wrong_key_is_access_denied_without_leaking_it(
+    azurite: Azurite, azure_store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = base64.b64encode(b"not the account key of this account").decode()
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string.replace(ACCOUNT_KEY, wrong)
+    )
+    with pytest.raises(StoreAccessDeniedError, match="refused the credentials: HTTP 403") as caught:
+        open_store(azure_store_uri).versions(NAME)
+    assert wrong not in str(caught.value)
 
 
 def test_azurite_outage_fails_cleanly_and_recovers(

@@ -5,6 +5,7 @@ fresh namespace, as its own ServiceAccount so the audit log tells its requests f
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from tests.operator.process import OperatorProcess
 FM_API: Final = f"{res.GROUP}/{res.VERSION}"
 MERGE: Final = "application/merge-patch+json"
 OPERATOR_SA: Final = "operator"
+RBAC_GROUP: Final = "rbac.authorization.k8s.io"
 
 
 @dataclass(frozen=True)
@@ -63,38 +65,37 @@ def store(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield Store(uri, sha, azurite.connection_string)
 
 
+def namespace_for_the_operator(client: Client, name: str, binding: dict[str, Any], role: str) -> None:
+    """The CRDs, namespace `name`, and in it the operator's ServiceAccount, given ClusterRole `role` by
+    `binding` (a RoleBinding or a ClusterRoleBinding: its kind and metadata)."""
+    apply_crds(client, crd_objects())
+    create_namespace(client, name)
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": OPERATOR_SA, "namespace": name},
+    }
+    granted = {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        **binding,
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": name}],
+    }
+    client.apply([account, granted])
+
+
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
     """A fresh namespace, the CRDs, and a ServiceAccount for the operator with the cluster-admin role
     (RBAC itself is test_chart_rbac.py's subject)."""
     name = f"own-{uuid.uuid4().hex[:8]}"
     with control_plane.admin() as client:
-        apply_crds(client, crd_objects())
-        create_namespace(client, name)
-        client.apply(
-            [
-                {
-                    "apiVersion": "v1",
-                    "kind": "ServiceAccount",
-                    "metadata": {"name": OPERATOR_SA, "namespace": name},
-                },
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "ClusterRoleBinding",
-                    "metadata": {"name": f"{name}-operator"},
-                    "roleRef": {
-                        "apiGroup": "rbac.authorization.k8s.io",
-                        "kind": "ClusterRole",
-                        "name": "cluster-admin",
-                    },
-                    "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": name}],
-                },
-            ]
-        )
+        binding = {"kind": "ClusterRoleBinding", "metadata": {"name": f"{name}-operator"}}
+        namespace_for_the_operator(client, name, binding, "cluster-admin")
     yield name
     with control_plane.admin() as client:
         client.resource("v1", "Namespace").delete(name=name)
-        client.resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding").delete(name=f"{name}-operator")
+        client.resource(f"{RBAC_GROUP}/v1", "ClusterRoleBinding").delete(name=f"{name}-operator")
         # Gone before the next test: an operator watching all namespaces must not find its objects.
         wait_until(lambda: client.read("v1", "Namespace", name) is None, timeout=120, what=f"{name} deleted")
 
@@ -104,16 +105,27 @@ class Operator:
     process: OperatorProcess
     user: str  # its name in the audit log
 
+    def log(self) -> list[dict[str, Any]]:
+        """Its log so far: one JSON object a line (kopf's JSON formatter); a line that is not fails."""
+        return [json.loads(line) for line in self.process.output().splitlines() if line.strip()]
+
+
+def operator_process(
+    control_plane: ControlPlane, namespace: str, store_connection_string: str, folder: Path
+) -> OperatorProcess:
+    """`forecast operator --namespace NS` as the ServiceAccount, with these store credentials; not started."""
+    kubeconfig = control_plane.token_kubeconfig(folder / "kubeconfig", namespace, OPERATOR_SA)
+    return OperatorProcess(
+        ["operator", "--namespace", namespace],
+        {"KUBECONFIG": str(kubeconfig), "AZURE_STORAGE_CONNECTION_STRING": store_connection_string},
+        folder / "operator.log",
+    )
+
 
 @pytest.fixture
 def operator(control_plane: ControlPlane, namespace: str, store: Store, tmp_path: Path) -> Iterator[Operator]:
     """`forecast operator --namespace NS` as the ServiceAccount, started; its log is printed on failure."""
-    kubeconfig = control_plane.token_kubeconfig(tmp_path / "kubeconfig", namespace, OPERATOR_SA)
-    process = OperatorProcess(
-        ["operator", "--namespace", namespace],
-        {"KUBECONFIG": str(kubeconfig), "AZURE_STORAGE_CONNECTION_STRING": store.connection_string},
-        tmp_path / "operator.log",
-    )
+    process = operator_process(control_plane, namespace, store.connection_string, tmp_path)
     process.start()
     try:
         yield Operator(process, f"system:serviceaccount:{namespace}:{OPERATOR_SA}")
@@ -122,6 +134,46 @@ def operator(control_plane: ControlPlane, namespace: str, store: Store, tmp_path
         raise
     finally:
         assert process.stop() in {0, None}, process.output()
+
+
+def create_scorer_account(client: Client, namespace: str) -> None:
+    """ServiceAccount `scorer`, the pods' identity when `serving.serviceAccountName` names it: without
+    it the ReplicaSet creates no pod."""
+    client.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "scorer", "namespace": namespace},
+            }
+        ]
+    )
+
+
+def forecast_model(
+    store: Store,
+    *,
+    serving: dict[str, Any] | None = None,
+    autoscaling: dict[str, Any] | None = None,
+    rollout: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """ForecastModel `demand` serving version 1 of the store's model; each section's keys override."""
+    return {
+        "apiVersion": FM_API,
+        "kind": res.KIND,
+        "metadata": {"name": "demand"},
+        "spec": {
+            "model": {"name": "demand", "version": "1", "storeUri": store.uri},
+            "serving": {"image": "registry.local/inference:1", **(serving or {})},
+            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4, **(autoscaling or {})},
+            "rollout": {
+                "progressDeadlineSeconds": 600,
+                "scaleDownDelaySeconds": 0,
+                "autoPromote": True,
+                **(rollout or {}),
+            },
+        },
+    }
 
 
 class Cluster:

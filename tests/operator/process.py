@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from tests.controlplane import wait_until
 from tests.inference.live import FORECAST, cli_env, free_port
+from tests.processes import Background, launch, terminate
 
 
-class OperatorProcess:
+class OperatorProcess(Background):
     """`forecast ARGS --liveness http://127.0.0.1:<free>/healthz` with `env` (KUBECONFIG, store).
 
     ARGS start with `operator`: they are what the chart's container passes to the image's `forecast`.
@@ -32,14 +30,7 @@ class OperatorProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
-        with self.log.open("ab") as out:
-            self._process = subprocess.Popen(
-                [FORECAST, *self.args, "--liveness", self.liveness],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self._process = launch([FORECAST, *self.args, "--liveness", self.liveness], self.log, self.env)
         try:
             wait_until(self._live, timeout, what=f"the operator's liveness probe; its log:\n{self.output()}")
         except BaseException:
@@ -62,16 +53,7 @@ class OperatorProcess:
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after 30 s; returns the exit code (None if it never started)."""
         process, self._process = self._process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        return process.returncode
+        return None if process is None else terminate(process, grace=30)
 
     def kill(self) -> None:
         """SIGKILL (`kill -9`): no cleanup handlers run, as when a node dies."""
@@ -79,12 +61,3 @@ class OperatorProcess:
         if process is not None:
             process.kill()
             process.wait(timeout=30)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -16,27 +16,14 @@ import pytest
 
 from retail_forecast.operator import resources as res
 from tests.controlplane import AuditEntry, ControlPlane, make_deployment_available, wait_until
-from tests.operator.conftest import FM_API, Cluster, Operator, Store
+from tests.operator.conftest import FM_API, Cluster, Operator, Store, create_scorer_account, forecast_model
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def forecast_model(store: Store) -> dict[str, Any]:
-    return {
-        "apiVersion": FM_API,
-        "kind": res.KIND,
-        "metadata": {"name": "demand"},
-        "spec": {
-            "model": {"name": "demand", "version": "1", "storeUri": store.uri},
-            "serving": {
-                "image": "registry.local/inference:1",
-                "serviceAccountName": "scorer",
-                "env": [{"name": "FORECAST_LOG_LEVEL", "value": "debug"}],
-            },
-            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4},
-            "rollout": {"progressDeadlineSeconds": 600, "scaleDownDelaySeconds": 0, "autoPromote": True},
-        },
-    }
+def demand(store: Store) -> dict[str, Any]:
+    scorer = {"serviceAccountName": "scorer", "env": [{"name": "FORECAST_LOG_LEVEL", "value": "debug"}]}
+    return forecast_model(store, serving=scorer)
 
 
 def writes(entries: list[AuditEntry]) -> list[tuple[str, str]]:
@@ -48,13 +35,8 @@ def test_the_operator_owns_its_children_completely(
 ) -> None:
     with control_plane.admin() as client:
         cluster = Cluster(client, namespace)
-        scorer = {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "scorer", "namespace": namespace},
-        }
-        client.apply([scorer])  # the pods' identity: without it the ReplicaSet creates no pod
-        client.resource(FM_API, res.KIND).create(body=forecast_model(store), namespace=namespace)
+        create_scorer_account(client, namespace)
+        client.resource(FM_API, res.KIND).create(body=demand(store), namespace=namespace)
         wait_until(lambda: cluster.read("apps/v1", "Deployment", "demand-blue"), what="demand-blue")
         make_deployment_available(client, namespace, "demand-blue")
         wait_until(lambda: cluster.condition("Ready") == ("True", "Available"), what="Ready")

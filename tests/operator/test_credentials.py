@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import kubernetes.config.incluster_config
 import pytest
@@ -22,21 +22,15 @@ import yaml
 from retail_forecast.operator import resources as res
 from retail_forecast.operator.handlers import connection_info
 from retail_forecast.operator.kube import ApiError, Kube, NoKubernetesApi, load_configuration
-from tests.charts.chart import crd_objects
 from tests.controlplane import (
     ControlPlane,
-    apply_crds,
-    create_namespace,
     kubeconfig,
     wait_until,
     write_yaml,
 )
 from tests.inference.live import free_port, run_cli
+from tests.operator.conftest import FM_API, OPERATOR_SA, namespace_for_the_operator
 from tests.operator.process import OperatorProcess
-
-OPERATOR_SA: Final = "operator"
-FM_API: Final = f"{res.GROUP}/{res.VERSION}"
-RBAC_GROUP: Final = "rbac.authorization.k8s.io"
 
 
 @pytest.fixture
@@ -107,24 +101,8 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     """A fresh namespace with a ServiceAccount that may read (ClusterRole `view`) in it, and the CRDs."""
     name = f"cred-{uuid.uuid4().hex[:8]}"
     with control_plane.admin() as client:
-        apply_crds(client, crd_objects())
-        create_namespace(client, name)
-        client.apply(
-            [
-                {
-                    "apiVersion": "v1",
-                    "kind": "ServiceAccount",
-                    "metadata": {"name": OPERATOR_SA, "namespace": name},
-                },
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "RoleBinding",
-                    "metadata": {"name": "view", "namespace": name},
-                    "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": "view"},
-                    "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": name}],
-                },
-            ]
-        )
+        binding = {"kind": "RoleBinding", "metadata": {"name": "view", "namespace": name}}
+        namespace_for_the_operator(client, name, binding, "view")
     yield name
     with control_plane.admin() as client:
         client.resource("v1", "Namespace").delete(name=name)

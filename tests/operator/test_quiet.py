@@ -18,7 +18,7 @@ import pytest
 
 from retail_forecast.operator import resources as res
 from tests.controlplane import ControlPlane, mark_pods_ready, wait_until
-from tests.operator.conftest import FM_API, Cluster, Operator, Store
+from tests.operator.conftest import FM_API, Cluster, Operator, Store, create_scorer_account, forecast_model
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -59,31 +59,12 @@ def matrix(store: Store) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def forecast_model(store: Store) -> dict[str, Any]:
-    return {
-        "apiVersion": FM_API,
-        "kind": res.KIND,
-        "metadata": {"name": "demand"},
-        "spec": {
-            "model": {"name": "demand", "version": "1", "storeUri": store.uri},
-            "serving": {"image": "registry.local/inference:1"},
-            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4},
-            "rollout": {"progressDeadlineSeconds": 600, "scaleDownDelaySeconds": 0, "autoPromote": True},
-        },
-    }
-
-
 def test_no_write_loop_across_the_spec_matrix(
     control_plane: ControlPlane, namespace: str, operator: Operator, store: Store
 ) -> None:
     with control_plane.admin() as client:
         cluster = Cluster(client, namespace)
-        scorer = {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "scorer", "namespace": namespace},
-        }
-        client.apply([scorer])
+        create_scorer_account(client, namespace)
 
         def kubelet() -> None:
             for color in res.Color:

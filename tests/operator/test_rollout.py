@@ -97,6 +97,19 @@ def steady(cluster: Cluster, version: str = "1") -> None:
     assert serving(cluster)[1] == version
 
 
+@pytest.mark.parametrize(("available", "ready"), [(5, "True"), (2, "True"), (1, "True"), (0, "False")])
+def test_ready_means_the_active_colour_has_an_available_replica_not_all_of_them(
+    available: int, ready: str
+) -> None:
+    """The HPA scales 2 → 5: three pods start, the two that serve keep the model Ready."""
+    cluster = Cluster()
+    steady(cluster)
+    cluster.colors[Color.BLUE] = ColorState("1", SHA["1"], 5, available, available, 5, 3, 3)
+    step = cluster.reconcile(make_spec("1"))
+    assert step.conditions["Ready"].status == ready
+    assert step.deployments[Color.BLUE].replicas is None  # the count stays the HPA's
+
+
 def test_reconciling_a_steady_resource_changes_nothing() -> None:
     cluster = Cluster()
     steady(cluster)

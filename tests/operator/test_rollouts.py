@@ -6,39 +6,24 @@ does not exist, `kill -9` mid-rollout, and the rollback to the retained colour.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from retail_forecast.operator import resources as res
 from tests.controlplane import ControlPlane, make_deployment_available, wait_until
-from tests.operator.conftest import FM_API, Cluster, Operator, Store
+from tests.operator.conftest import FM_API, MERGE, Cluster, Operator, Store, forecast_model
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def forecast_model(store: Store, *, scale_down_delay: int) -> dict[str, Any]:
-    return {
-        "apiVersion": FM_API,
-        "kind": res.KIND,
-        "metadata": {"name": "demand"},
-        "spec": {
-            "model": {"name": "demand", "version": "1", "storeUri": store.uri},
-            "serving": {"image": "registry.local/inference:1"},
-            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4},
-            "rollout": {
-                "progressDeadlineSeconds": 10,
-                "scaleDownDelaySeconds": scale_down_delay,
-                "autoPromote": True,
-            },
-        },
-    }
-
-
-def serving_blue(cluster: Cluster, store: Store, *, scale_down_delay: int = 3600) -> None:
-    cluster.client.resource(FM_API, res.KIND).create(
-        body=forecast_model(store, scale_down_delay=scale_down_delay), namespace=cluster.namespace
+def serving_blue(cluster: Cluster, store: Store, **rollout: Any) -> None:
+    """ForecastModel `demand` (`rollout` overrides: a 10 s deadline, an hour's scale-down delay) on blue."""
+    spec = forecast_model(
+        store, rollout={"progressDeadlineSeconds": 10, "scaleDownDelaySeconds": 3600, **rollout}
     )
+    cluster.client.resource(FM_API, res.KIND).create(body=spec, namespace=cluster.namespace)
     wait_until(lambda: cluster.read("apps/v1", "Deployment", "demand-blue"), what="demand-blue")
     make_deployment_available(cluster.client, cluster.namespace, "demand-blue")
     wait_until(lambda: cluster.condition("Ready") == ("True", "Available"), what="Ready")
@@ -117,3 +102,119 @@ def test_kill_9_mid_rollout_then_rollback_to_the_retained_colour(
         assert len(events(cluster, "RolloutStarted")) == 2  # 1 then 2: the rollback started none
         assert status(cluster).get("previewVersion") is None
         assert cluster.replicas("demand-green") == 2  # now the retained colour
+
+
+# kill -9 at each later step of rollout.py's state machine (mid-preview is the test above). Each waits for
+# the step's Event before the kill (kopf posts it from a queue after the status write).
+STEPS: dict[str, dict[str, Any]] = {
+    # The preview is available and waits for the promote annotation, which comes while no operator runs.
+    "awaiting-promotion": {"autoPromote": False},
+    # Traffic moved; the old colour's scale-down delay passes while no operator runs.
+    "traffic-moved": {"scaleDownDelaySeconds": 5},
+    # Traffic moved; the operator is back before the delay ends and must wait it out from the status.
+    "scale-down-delay": {"scaleDownDelaySeconds": 25},
+}
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_kill_9_at_a_rollout_step_the_restart_finishes_it_and_repeats_nothing(
+    step: str, control_plane: ControlPlane, namespace: str, operator: Operator, store: Store
+) -> None:
+    with control_plane.admin() as client:
+        cluster = Cluster(client, namespace)
+        serving_blue(cluster, store, progressDeadlineSeconds=300, **STEPS[step])
+        cluster.patch_spec({"model": {"version": "2"}})
+        wait_until(lambda: cluster.read("apps/v1", "Deployment", "demand-green"), what="demand-green")
+        make_deployment_available(client, namespace, "demand-green")
+        if step == "awaiting-promotion":
+            wait_until(
+                lambda: cluster.condition("Progressing") == ("True", "AwaitingPromotion"), what="awaiting"
+            )
+            operator.process.kill()
+            client.resource(FM_API, res.KIND).patch(
+                body={"metadata": {"annotations": {f"{res.GROUP}/promote": "2"}}},
+                name="demand",
+                namespace=namespace,
+                content_type=MERGE,
+            )
+            assert cluster.selected("demand") == "blue"
+        else:
+            wait_until(lambda: len(events(cluster, "Promoted", "activeVersion=2")) == 1, what="Promoted")
+            operator.process.kill()
+            assert (cluster.selected("demand"), cluster.hpa_target()) == ("green", "demand-green")
+            assert cluster.replicas("demand-blue") == 2  # not yet scaled down: its delay runs
+            if step == "traffic-moved":
+                retire_at = float(status(cluster)["rollout"]["retireAt"])
+                wait_until(lambda: time.time() > retire_at + 1, what="the delay passed, no operator")
+        retire_at = float(status(cluster).get("rollout", {}).get("retireAt") or 0)
+        operator.process.start()
+        if time.time() < retire_at:  # (scale-down-delay) the restarted operator waits the delay out
+            assert cluster.replicas("demand-blue") == 2
+        if step != "awaiting-promotion":
+            wait_until(lambda: cluster.replicas("demand-blue") == 0, timeout=60, what="blue scaled down")
+        wait_until(lambda: cluster.selected("demand") == "green", what="Service → green")
+        wait_until(lambda: status(cluster).get("activeVersion") == "2", what="activeVersion 2")
+        # Nothing serves a wrong version: what the Service selects runs the active version, available.
+        green = cluster.deployment("demand-green")
+        assert green["metadata"]["labels"][res.LABEL_VERSION] == "2"
+        assert cluster.hpa_target() == "demand-green"
+        assert cluster.condition("Ready") == ("True", "Available")
+        # Nothing repeated: one start and one promotion of 2.
+        assert len(events(cluster, "RolloutStarted", "deploying 2")) == 1
+        wait_until(lambda: events(cluster, "Promoted", "activeVersion=2"), what="Promoted event")
+        assert len(events(cluster, "Promoted", "activeVersion=2")) == 1
+
+
+def test_the_log_has_a_json_line_per_decision_and_per_write_and_no_secret(
+    control_plane: ControlPlane, namespace: str, operator: Operator, store: Store
+) -> None:
+    secret = "DefaultEndpointsProtocol=https;AccountName=scorer;AccountKey=bm90LWEtcmVhbC1rZXk="
+    spec = forecast_model(
+        store, serving={"env": [{"name": "AZURE_STORAGE_CONNECTION_STRING", "value": secret}]}
+    )
+    with control_plane.admin() as client:
+        cluster = Cluster(client, namespace)
+        client.resource(FM_API, res.KIND).create(body=spec, namespace=namespace)
+        wait_until(lambda: cluster.read("apps/v1", "Deployment", "demand-blue"), what="demand-blue")
+        make_deployment_available(client, namespace, "demand-blue")
+        wait_until(lambda: cluster.condition("Ready") == ("True", "Available"), what="Ready")
+        rotated = secret.replace("bm90LWEtcmVhbC1rZXk=", "cm90YXRlZC1rZXk=")  # the change is logged, not it
+        cluster.patch_spec(
+            {"serving": {"env": [{"name": "AZURE_STORAGE_CONNECTION_STRING", "value": rotated}]}}
+        )
+        wait_until(lambda: rotated in str(cluster.pod_spec("demand-blue")), what="the rotated secret applied")
+        cluster.patch_spec({"model": {"version": "2"}})
+        wait_until(lambda: cluster.read("apps/v1", "Deployment", "demand-green"), what="demand-green")
+        make_deployment_available(client, namespace, "demand-green")
+        wait_until(lambda: status(cluster).get("activeVersion") == "2", what="activeVersion 2")
+        wait_until(lambda: cluster.read("v1", "Service", "demand-preview") is None, what="preview deleted")
+
+    text = operator.process.output()
+    for leaked in (
+        "bm90LWEtcmVhbC1rZXk",
+        "cm90YXRlZC1rZXk",
+        store.connection_string.split("AccountKey=")[1][:20],
+    ):
+        assert leaked not in text
+    lines = operator.log()  # every line is JSON
+    mine = [line for line in lines if (line.get("object") or {}).get("name") == "demand"]
+    assert all(
+        line["object"]["namespace"] == namespace and line["object"]["kind"] == res.KIND for line in mine
+    )
+    assert {line["severity"] for line in mine} == {"info"}  # INFO by default
+    steps = [line["step"] for line in mine if "step" in line]
+    assert steps[0] == "preview" and "steady" in steps  # version 1's first deploy, then 2's preview
+    assert steps.count("preview") >= 2
+    writes = [
+        (line["write"], line.get("child", {}).get("name"), line.get("changed"))
+        for line in mine
+        if "write" in line
+    ]
+    assert ("apply", "demand-green", ["(new)"]) in writes
+    rotation = [c for w, child, c in writes if child == "demand-blue" and c and "(new)" not in c]
+    assert any("spec.template.spec.containers" in c for c in rotation), rotation
+    service = [changed for write, child, changed in writes if child == "demand" and write == "apply"]
+    assert ["(new)"] in service and any(f"spec.selector.{res.LABEL_COLOR}" in c for c in service if c)
+    assert ("delete", "demand-preview", None) in writes
+    events = [line["events"] for line in mine if line.get("write") == "status"]
+    assert ["RolloutStarted"] in events and ["Promoted"] in events
