@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import kubernetes.dynamic.exceptions
 import pytest
 
 from retail_forecast import demo_cluster as dc
 from retail_forecast.core.store import open_store
 from retail_forecast.operator import resources as res
 from tests.azurite import Azurite
-from tests.controlplane import Client, ControlPlane, mark_pods_ready, write_yaml
+from tests.controlplane import Client, ControlPlane, apply_crds, mark_pods_ready, wait_until, write_yaml
 from tests.inference.live import FORECAST, cli_env, free_port
 from tests.operator.process import OperatorProcess
 
@@ -278,8 +279,63 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("demo-cluster-out")
 
 
+def owner_references_admitted(client: Client) -> bool:
+    """A dry-run create of a ForecastModel's child, by a user without rights on ForecastModels, is refused
+    for those rights, no longer because OwnerReferencesPermissionEnforcement does not know the kind."""
+    owner = {
+        "apiVersion": f"{res.GROUP}/{res.VERSION}",
+        "kind": res.KIND,
+        "name": "probe",
+        "uid": str(uuid.uuid4()),
+        "blockOwnerDeletion": True,
+    }
+    child = {"metadata": {"name": "probe", "ownerReferences": [owner]}}
+    try:
+        client.resource("v1", "ConfigMap").create(body=child, namespace="default", dry_run="All")
+    except kubernetes.dynamic.exceptions.ForbiddenError as exc:
+        return "RESTMapping" not in str(exc.body)
+    return True
+
+
+@pytest.fixture(scope="module")
+def crds_known(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The CRDs, applied before the demo applies them again (unchanged), and known to admission.
+
+    The control plane runs the OwnerReferencesPermissionEnforcement admission plugin, which maps owner
+    kinds through a discovery it caches: a kind whose CRD came after the cache was filled (by the publish
+    Jobs' pods, whose owner is a Job) is unknown until a refresh, and every child the operator creates is
+    denied (403) meanwhile, which the operator does not retry. kind does not run the plugin.
+    """
+    with control_plane.admin() as admin:
+        apply_crds(admin, dc.chart_crds(dc.CHART))
+        role = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"}
+        admin.apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": "probe", "namespace": "default"},
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": "probe", "namespace": "default"},
+                    "roleRef": role,
+                    "subjects": [{"kind": "ServiceAccount", "name": "probe", "namespace": "default"}],
+                },
+            ]
+        )
+    kubeconfig = control_plane.token_kubeconfig(
+        tmp_path_factory.mktemp("probe") / "kubeconfig", "default", "probe"
+    )
+    with Client(kubeconfig) as probe:
+        wait_until(lambda: owner_references_admitted(probe), timeout=120, what="ForecastModel owners mapped")
+
+
 @pytest.fixture
-def kubelet(control_plane: ControlPlane, azurite: Azurite, tmp_path: Path) -> Iterator[Kubelet]:
+def kubelet(
+    control_plane: ControlPlane, azurite: Azurite, tmp_path: Path, crds_known: None
+) -> Iterator[Kubelet]:
     with control_plane.admin() as client:
         played = Kubelet(client, control_plane, f"demo-{uuid.uuid4().hex[:8]}", azurite, tmp_path)
         try:
