@@ -302,16 +302,25 @@ def chart_default_image(chart: Path, component: str) -> str:
     return f"{repository}/{component}:{values['image']['tag'] or app_version}"
 
 
-def render_chart(chart: Path, values: Obj, *, release: str, namespace: str) -> list[Obj]:
-    """The chart's templates with Helm's own Go library (helm-python-sdk); CRDs are `chart_crds`."""
+def render_chart_files(chart: Path, values: Obj, *, release: str, namespace: str) -> dict[str, str]:
+    """The chart's rendered templates by path (NOTES.txt too), by Helm's Go library (helm-python-sdk)."""
     import helm_python  # noqa: PLC0415 - only the cluster demo and the chart tests render
 
-    files = helm_python.Chart.load(str(chart)).render(
+    files: dict[str, str] = helm_python.Chart.load(str(chart)).render(
         values, name=release, namespace=namespace, is_install=True
     )
+    return files
+
+
+def chart_objects(files: Mapping[str, str]) -> list[Obj]:
+    """The objects of rendered templates, in path order; CRDs are `chart_crds`."""
     return [
         o for path in sorted(files) if path.endswith(".yaml") for o in yaml.safe_load_all(files[path]) if o
     ]
+
+
+def render_chart(chart: Path, values: Obj, *, release: str, namespace: str) -> list[Obj]:
+    return chart_objects(render_chart_files(chart, values, release=release, namespace=namespace))
 
 
 def chart_crds(chart: Path) -> list[Obj]:
