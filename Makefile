@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest install tools load-tools clean
+.PHONY: demo demo-cluster test lint typecheck pytest install tools load-tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ node_modules/.bin/azurite-blob:
 
 demo: $(STAMP)
 	$(BIN)/forecast demo
+
+# The operator and a blue/green rollout on the cluster KUBECONFIG names (kind, k3d, minikube).
+demo-cluster: $(STAMP)
+	$(BIN)/forecast demo-cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,7 +14,7 @@ from retail_forecast.training.model import LOSSES
 EXIT_USAGE = 2
 EXIT_GATE = 3
 EXIT_STORE = 4
-EXIT_DEMO = 1  # the demo's service failed to start, answer or stop
+EXIT_DEMO = 1  # the demo's service failed to start, answer or stop; the cluster demo's rollout failed
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
@@ -43,6 +43,10 @@ def _positive_int(value: str) -> int:
 
 def _non_negative_int(value: str) -> int:
     return _int_at_least(value, 0)
+
+
+def _int_at_least_10(value: str) -> int:
+    return _int_at_least(value, 10)
 
 
 # Hyper-parameter flags fix a parameter for every trial (Azure ML sweeps drive them from outside).
@@ -198,6 +202,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0, help="the service's loopback port (default: a free one)")
     demo.add_argument(
         "--ready-timeout", type=float, default=None, help="seconds to wait for the service (default 120)"
+    )
+
+    cluster = commands.add_parser(
+        "demo-cluster",
+        help="install the operator on the kubeconfig's cluster and show a ForecastModel's blue/green rollout",
+    )
+    cluster.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
+    cluster.add_argument("--namespace", default="forecast-demo", help="the demo's own namespace")
+    cluster.add_argument(
+        "--operator-image", default=None, help="default: the chart's (retail-forecast/operator:<appVersion>)"
+    )
+    cluster.add_argument(
+        "--inference-image", default=None, help="default: retail-forecast/inference:<the chart's appVersion>"
+    )
+    cluster.add_argument(
+        "--store-connection-string",
+        default=None,
+        help="use this Azure Blob Storage account as the model store instead of Azurite in the namespace",
+    )
+    cluster.add_argument(
+        "--timeout", type=_positive_int, default=300, help="seconds each wait may take (default 300)"
+    )
+    cluster.add_argument(
+        "--progress-deadline",
+        type=_int_at_least_10,
+        default=180,
+        help="seconds a new version has to become available before the operator rolls it back",
+    )
+    cluster.add_argument("--out", type=Path, default=Path("out/demo-cluster"), help="models and request.json")
+    cluster.add_argument(
+        "--delete", action="store_true", help="remove the namespace and the cluster-wide RBAC the demo made"
     )
 
     aml = commands.add_parser("aml", help="Azure ML jobs")
@@ -356,6 +391,33 @@ def _demo(args: argparse.Namespace) -> int:
         return _fail("interrupted; nothing is left running", EXIT_INTERRUPTED)
 
 
+def _demo_cluster(args: argparse.Namespace) -> int:
+    from retail_forecast import demo_cluster  # noqa: PLC0415
+    from retail_forecast.demo import DemoError  # noqa: PLC0415
+
+    settings = demo_cluster.Settings(
+        namespace=args.namespace,
+        context=args.context,
+        operator_image=args.operator_image,
+        inference_image=args.inference_image,
+        store_connection_string=args.store_connection_string,
+        timeout=args.timeout,
+        progress_deadline=args.progress_deadline,
+        out=args.out,
+    )
+    try:
+        return demo_cluster.delete(settings) if args.delete else demo_cluster.run(settings)
+    except demo_cluster.NoCluster as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except DemoError as exc:
+        return _fail(str(exc), EXIT_DEMO)
+    except KeyboardInterrupt:
+        return _fail(
+            "interrupted; what was created stays: `forecast demo-cluster --delete` removes it",
+            EXIT_INTERRUPTED,
+        )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError  # noqa: PLC0415
 
@@ -413,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return _demo(args)
+        if args.command == "demo-cluster":
+            return _demo_cluster(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "operator":

@@ -1,4 +1,5 @@
-"""The forecast-operator chart, rendered offline with helm-python-sdk (Helm's own Go library, no cluster)."""
+"""The forecast-operator chart, rendered offline with helm-python-sdk (Helm's own Go library, no cluster),
+as `forecast demo-cluster` renders it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any, Final
 
-import helm_python
 import yaml
+
+from retail_forecast.demo_cluster import chart_crds, chart_objects, render_chart_files
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 CHART: Final = ROOT / "charts" / "forecast-operator"
@@ -23,13 +25,8 @@ Obj = dict[str, Any]
 
 @functools.cache
 def _render(values_json: str) -> tuple[dict[str, str], tuple[Obj, ...]]:
-    chart = helm_python.Chart.load(str(CHART))
-    files = chart.render(json.loads(values_json), name=RELEASE, namespace=NAMESPACE, is_install=True)
-    objects: list[Obj] = []
-    for path in sorted(files):
-        if path.endswith(".yaml"):
-            objects.extend(o for o in yaml.safe_load_all(files[path]) if o)
-    return files, tuple(objects)
+    files = render_chart_files(CHART, json.loads(values_json), release=RELEASE, namespace=NAMESPACE)
+    return files, tuple(chart_objects(files))
 
 
 def render(values: Obj | None = None) -> list[Obj]:
@@ -47,8 +44,9 @@ def load_yaml(path: Path) -> list[Obj]:
 
 
 def crd_objects() -> list[Obj]:
-    """The chart's CRDs (crds/: the ForecastModel and kopf's peering kinds)."""
-    return [o for path in sorted((CHART / "crds").glob("*.yaml")) for o in load_yaml(path)]
+    """The chart's CRDs (crds/: the ForecastModel and kopf's peering kinds), as `forecast demo-cluster`
+    applies them."""
+    return chart_crds(CHART)
 
 
 def rule_table(role: Obj) -> dict[tuple[str, str, str], frozenset[str]]:
