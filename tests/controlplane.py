@@ -628,7 +628,16 @@ def mark_pods_ready(client: Client, namespace: str, deployment: str) -> int:
     found = client.read("apps/v1", "Deployment", deployment, namespace)
     assert found is not None, f"no Deployment {namespace}/{deployment}"
     labels = found["spec"]["selector"]["matchLabels"]
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return mark_selected_pods_ready(
+        client, namespace, ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    )
+
+
+def mark_selected_pods_ready(client: Client, namespace: str, selector: str | None = None) -> int:
+    """Play the kubelet once for the namespace's pods (those `selector` picks; all when None).
+
+    One list, then a status write per pod that is not Ready yet; returns how many it marked.
+    """
     pods = client.resource("v1", "Pod")
     marked = 0
     for pod in client.list("v1", "Pod", namespace, selector):
