@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -426,6 +427,8 @@ def main() -> int:
         "--keep", type=Path, help="work in this (new) folder and keep it: audit logs, operator logs"
     )
     args = parser.parse_args()
+    # Stopped with SIGTERM, it still stops its control plane, Azurite and operator (the with blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if min(args.counts) < 1:
         parser.error("--counts: at least 1 ForecastModel per run")
     assets = find_assets()
