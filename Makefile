@@ -55,6 +55,7 @@ typecheck: $(STAMP)
 	ln -s "$$PWD/operator/src" build/typecheck/retail_forecast/operator
 	$(BIN)/mypy -p retail_forecast
 	$(BIN)/mypy tests
+	$(BIN)/mypy benchmarks
 
 pytest: $(STAMP) node_modules/.bin/azurite-blob .tools/checkov/bin/checkov load-tools
 	$(BIN)/pytest

@@ -453,19 +453,37 @@ class ControlPlane(Background):
             time.sleep(0.2)
 
     def _api_ready(self) -> bool:
-        """Serving, with the bootstrap roles the controller manager needs (else it may exit at start)."""
+        """Serving, with the bootstrap roles the controller manager needs (else it may exit at start).
+
+        The cluster roles come first in the bootstrap; the namespaced binding that lets the controller
+        manager read the request-header CA in kube-system comes later, so the authorizer is asked too.
+        """
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": "system:kube-controller-manager",
+                "resourceAttributes": {
+                    "namespace": "kube-system",
+                    "verb": "get",
+                    "resource": "configmaps",
+                    "name": "extension-apiserver-authentication",
+                },
+            },
+        }
         try:
             with self.admin() as client:
                 role = client.read(
                     "rbac.authorization.k8s.io/v1", "ClusterRole", "system:kube-controller-manager"
                 )
+                answer = client.resource("authorization.k8s.io/v1", "SubjectAccessReview").create(body=review)
         except (
             kubernetes.client.ApiException,
             kubernetes.dynamic.exceptions.ResourceNotFoundError,  # discovery: not every group served yet
             urllib3.exceptions.HTTPError,
         ):
             return False
-        return role is not None
+        return role is not None and bool(answer.status.allowed)
 
     def _controllers_ready(self) -> bool:
         with self.admin() as client:
@@ -589,7 +607,16 @@ def mark_pods_ready(client: Client, namespace: str, deployment: str) -> int:
     found = client.read("apps/v1", "Deployment", deployment, namespace)
     assert found is not None, f"no Deployment {namespace}/{deployment}"
     labels = found["spec"]["selector"]["matchLabels"]
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return mark_selected_pods_ready(
+        client, namespace, ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    )
+
+
+def mark_selected_pods_ready(client: Client, namespace: str, selector: str | None = None) -> int:
+    """Play the kubelet once for the namespace's pods (those `selector` picks; all when None).
+
+    One list, then a status write per pod that is not Ready yet; returns how many it marked.
+    """
     pods = client.resource("v1", "Pod")
     marked = 0
     for pod in client.list("v1", "Pod", namespace, selector):

@@ -59,3 +59,32 @@ def rule_table(role: Obj) -> dict[tuple[str, str, str], frozenset[str]]:
                 for name in rule.get("resourceNames") or [""]:
                     table.setdefault((group, resource, name), set()).update(rule["verbs"])
     return {k: frozenset(v) for k, v in table.items()}
+
+
+# The chart objects that give the operator its identity; a test or benchmark runs the operator itself as
+# a process (tests/operator/process.py) in place of the chart's Deployment.
+IDENTITY_KINDS: Final = frozenset(
+    {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ClusterKopfPeering",
+        "KopfPeering",
+    }
+)
+
+
+def operator_identity(values: Obj | None = None) -> list[Obj]:
+    """The ServiceAccount, RBAC and peering objects the chart renders for `values`."""
+    return [o for o in render(values) if o["kind"] in IDENTITY_KINDS]
+
+
+def operator_args(values: Obj | None = None) -> list[str]:
+    """The operator container's arguments without `--liveness` (a process picks its own loopback port)."""
+    deployment = next(o for o in render(values) if o["kind"] == "Deployment")
+    args = list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    liveness = args.index("--liveness")
+    del args[liveness : liveness + 2]
+    return args

@@ -38,13 +38,12 @@ class Store:
     connection_string: str
 
 
-@pytest.fixture(scope="session")
-def store(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """One tiny real model, published as versions "1" and "2" to an Azurite container (once per session)."""
+def publish_model(connection_string: str, out: Path) -> Store:
+    """Train one tiny real model in `out` and publish it as versions "1" and "2" to a fresh Azurite
+    container (a couple of seconds; also used by benchmarks/operator.py)."""
     frame = validate_sales(synthesize(stores=2, items=6, periods=240, freq=Freq.DAILY, seed=11))
     panel, report = build_panel(frame, Freq.DAILY)
-    out = tmp_path_factory.mktemp("operator-model")
-    # Small on purpose (a couple of seconds): the operator reads the manifest, it never runs the model.
+    # Small on purpose: the operator reads the manifest, it never runs the model.
     config = TrainConfig(
         horizon=14,
         folds=2,
@@ -58,11 +57,17 @@ def store(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     train(panel, report, out, config, progress=lambda _: None)
     uri = f"azureblob://ops-{uuid.uuid4().hex[:20]}/models"
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string)
+        env.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string)
         env.delenv("AZURE_STORAGE_ACCOUNT_URL", raising=False)
         published = open_store(uri)
         sha = {version: published.publish(out, "demand", version).sha256 for version in ("1", "2")}
-    yield Store(uri, sha, azurite.connection_string)
+    return Store(uri, sha, connection_string)
+
+
+@pytest.fixture(scope="session")
+def store(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """The tiny real model of `publish_model`, once per session."""
+    return publish_model(azurite.connection_string, tmp_path_factory.mktemp("operator-model"))
 
 
 def namespace_for_the_operator(client: Client, name: str, binding: dict[str, Any], role: str) -> None:

@@ -47,6 +47,12 @@ class OperatorProcess(Background):
         except (urllib.error.URLError, ConnectionError):
             return False
 
+    @property
+    def pid(self) -> int:
+        """The running operator's process id (for its CPU and memory, in benchmarks/operator.py)."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 

@@ -17,7 +17,7 @@ import pytest
 
 from retail_forecast.operator import resources as res
 from retail_forecast.operator.reconcile import PROMOTE_ANNOTATION
-from tests.charts.chart import NAMESPACE, crd_objects, render, rule_table
+from tests.charts.chart import NAMESPACE, crd_objects, operator_args, operator_identity, rule_table
 from tests.controlplane import (
     AuditEntry,
     Client,
@@ -33,16 +33,6 @@ from tests.operator.process import OperatorProcess
 pytestmark = pytest.mark.timeout(300)
 
 FM_API: Final = f"{res.GROUP}/{res.VERSION}"
-# The chart objects that set up the operator's identity; its Deployment is replaced by the process here.
-IDENTITY_KINDS: Final = {
-    "ServiceAccount",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "Role",
-    "RoleBinding",
-    "ClusterKopfPeering",
-    "KopfPeering",
-}
 # Checked by admission, not called: with OwnerReferencesPermissionEnforcement (on in tests/controlplane.py,
 # as on OpenShift) every child the operator creates with `blockOwnerDeletion: true` needs this grant, and
 # without it that create is denied (403), which the test would see.
@@ -148,13 +138,8 @@ def test_the_chart_grants_exactly_what_the_operator_uses(
     name = f"rbac-{scenario.split('-', maxsplit=1)[0]}"
     values: dict[str, Any] = {"fullnameOverride": name, "peering": {"name": name}, **SCENARIOS[scenario]}
     namespace = str(values.get("watchNamespaces", [name])[0])
-    objects = [o for o in render(values) if o["kind"] in IDENTITY_KINDS]
-    container = next(o for o in render(values) if o["kind"] == "Deployment")["spec"]["template"]["spec"][
-        "containers"
-    ][0]
-    args = list(container["args"])
-    liveness = args.index("--liveness")
-    del args[liveness : liveness + 2]  # the test's own loopback port instead of 0.0.0.0:8081
+    objects = operator_identity(values)
+    args = operator_args(values)
 
     with control_plane.admin() as admin:
         apply_crds(admin, crd_objects())
