@@ -38,7 +38,8 @@ def history_points(rows: pd.DataFrame) -> list[dict[str, Any]]:
 @pytest.fixture
 def awkward_sales(tmp_path: Path) -> Path:
     """The model's data with what the gap policy must handle inside the history window: a series that
-    ends before the origin, one that starts too late, a closed day (a missing row) and a return."""
+    ends before the origin, one that starts too late, a closed day (a missing row) and a return; and an
+    event day, which the features read from history."""
     frame = sales(tmp_path / "plain.parquet")
     frame["date"] = pd.to_datetime(frame["date"])
     keys = frame[["store_id", "item_id"]].drop_duplicates().to_numpy()
@@ -49,6 +50,7 @@ def awkward_sales(tmp_path: Path) -> Path:
     frame = frame[~(ended | late | closed)].reset_index(drop=True)
     returned = (frame.store_id == s3) & (frame.item_id == i3) & (frame.date == ORIGIN - pd.Timedelta(days=2))
     frame.loc[returned, "sales"] = -2.0
+    frame.loc[frame.date == ORIGIN - pd.Timedelta(days=3), "event"] = "festival"  # events in the window
     path = tmp_path / "sales.csv"
     frame.assign(date=frame.date.dt.strftime("%Y-%m-%d")).to_csv(path, index=False)
     return path
