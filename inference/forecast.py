@@ -16,12 +16,13 @@ from types import GenericAlias
 from typing import Annotated, Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.dataclasses import dataclass
 
 from retail_forecast.core import features as feat
-from retail_forecast.core.data import build_panel, extend_for_forecast, validate_sales
+from retail_forecast.core.data import Panel, build_panel, extend_for_forecast, validate_sales
 from retail_forecast.core.manifest import Manifest
 from retail_forecast.core.schema import DATE, EVENT, ITEM, PRICE, PROMO, SALES, STORE, Freq
 from retail_forecast.inference.limits import Limits
@@ -213,6 +214,22 @@ def _frame(
     return validate_sales(frame, source="request")
 
 
+def forecast_features(
+    panel: Panel, horizon: int, future: pd.DataFrame | None = None
+) -> tuple[Panel, npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Each series forecast from its last observed period: the panel extended by the horizon (future
+    covariates as `extend_for_forecast` decides), the origins, and the feature rows, series-major then
+    horizon 1..H. `/v1/forecast` and `forecast predict` both score exactly these rows."""
+    extended, origins = extend_for_forecast(panel, horizon, future)
+    n = extended.n_series
+    series_index = np.repeat(np.arange(n), horizon)
+    origin = np.repeat(origins, horizon)
+    horizons = np.tile(np.arange(1, horizon + 1), n)
+    with np.errstate(over="ignore", invalid="ignore"):  # extreme values: the callers refuse overflows
+        rows = feat.build_features(extended, series_index, origin, horizons, feat.spec_for(panel.freq))
+    return extended, origins, rows
+
+
 def forecast(model: LoadedModel, request: ForecastRequest, max_history_periods: int) -> ForecastResponse:
     manifest = model.manifest
     horizon = request.horizon or manifest.horizon
@@ -224,16 +241,10 @@ def forecast(model: LoadedModel, request: ForecastRequest, max_history_periods: 
     freq = Freq(manifest.freq)
     panel, _ = build_panel(_frame(history, [p.sales for _, p in history]), freq, source="request")
     future = [(s, p) for s in request.series for p in s.future]
-    extended, origins = extend_for_forecast(
+    extended, origins, rows = forecast_features(
         panel, horizon, _frame(future, [0.0] * len(future)) if future else None
     )
-
     n = extended.n_series
-    series_index = np.repeat(np.arange(n), horizon)
-    origin = np.repeat(origins, horizon)
-    horizons = np.tile(np.arange(1, horizon + 1), n)
-    with np.errstate(over="ignore", invalid="ignore"):  # extreme values: refused below if they overflow
-        rows = feat.build_features(extended, series_index, origin, horizons, feat.spec_for(freq))
     yhat = model.predict(rows).reshape(n, horizon)
     overflowed = ~np.isfinite(yhat).all(axis=1)
     if overflowed.any():

@@ -14,6 +14,7 @@ from retail_forecast.training.model import LOSSES
 EXIT_USAGE = 2
 EXIT_GATE = 3
 EXIT_STORE = 4
+EXIT_ACCURACY = 5  # forecast evaluate: live WAPE above --fail-above
 EXIT_DEMO = 1  # the demo's service failed to start, answer or stop; the cluster demo's rollout failed
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
@@ -148,6 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-access-log", dest="access_log", action="store_const", const=False, default=None)
 
+    predict = commands.add_parser("predict", help="forecast every series of a dataset into one Parquet run")
+    predict.add_argument("--data", type=Path, required=True, help="sales .csv/.parquet, or an M5 directory")
+    _add_model_source(predict)
+    predict.add_argument(
+        "--origin",
+        type=_date,
+        default=None,
+        help="last period of history the forecast reads (default: the data's last date)",
+    )
+    predict.add_argument("--horizon", type=_positive_int, default=None, help="default and most: the model's")
+    predict.add_argument("--out", required=True, help="a new .parquet path, or azureblob://container/path")
+    predict.add_argument("--chunk-series", type=_positive_int, default=2000, help="series scored at once")
+    predict.add_argument("--no-progress", dest="progress", action="store_false")
+
+    evaluate = commands.add_parser("evaluate", help="score past forecast runs against the actuals")
+    evaluate.add_argument(
+        "--forecasts", action="append", required=True, help="a predict run, local or azureblob (repeatable)"
+    )
+    evaluate.add_argument(
+        "--actuals", type=Path, required=True, help="sales .csv/.parquet, or an M5 directory"
+    )
+    evaluate.add_argument(
+        "--fail-above", type=float, default=None, help=f"exit {EXIT_ACCURACY} if a version's WAPE is above"
+    )
+    evaluate.add_argument("--metrics-out", type=Path, default=None, help="Prometheus text exposition file")
+    evaluate.add_argument("--pushgateway", default=None, help="push the figures to this Pushgateway URL")
+
     operator = commands.add_parser("operator", help="run the ForecastModel operator (kopf)")
     operator.add_argument(
         "--namespace",
@@ -260,6 +288,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _date(value: str) -> str:
+    import datetime as dt  # noqa: PLC0415
+
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid date {value!r}: use YYYY-MM-DD") from None
+
+
+def _add_model_source(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", type=Path, default=None, help="a local model folder")
+    source.add_argument("--model-uri", default=None, help="a model store URI; needs --name and --version")
+    parser.add_argument("--name", dest="model_name", default=None)
+    parser.add_argument("--version", dest="model_version", default=None)
+    parser.add_argument("--sha256", dest="model_sha256", default=None, help="refuse any other model bytes")
+    parser.add_argument("--fetch-dir", type=Path, default=None, help="where a fetched model is kept")
+
+
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=_positive_int, default=None, help="default: 28 daily, 8 weekly")
     parser.add_argument("--freq", type=_freq, default=None, help="D or W; default: inferred from dates")
@@ -366,6 +413,81 @@ def _publish(model_dir: Path, store_uri: str, name: str, version: str | None) ->
 
     manifest = open_store(store_uri).publish(model_dir, name, version)
     print(f"published {manifest.name} version {manifest.version} (sha256 {manifest.sha256}) to {store_uri}")
+    return 0
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    """A local model folder as given, or a store version fetched and sha256-verified, like `serve`."""
+    given: Path | None = args.model_dir
+    if given is not None:
+        return given
+    if not (args.model_name and args.model_version):
+        raise ValueError("--model-uri needs --name and --version")
+    import tempfile  # noqa: PLC0415
+
+    from retail_forecast.core.store import open_store  # noqa: PLC0415
+
+    base = args.fetch_dir or Path(tempfile.mkdtemp(prefix="forecast-model-"))
+    dest = Path(base, str(args.model_name), str(args.model_version))
+    open_store(args.model_uri).fetch(args.model_name, args.model_version, dest, args.model_sha256)
+    return dest
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import pandas as pd  # noqa: PLC0415
+
+    from retail_forecast.batch.predict import predict  # noqa: PLC0415
+    from retail_forecast.inference.model import SelfCheckError, load_model  # noqa: PLC0415
+
+    model_dir = _model_dir(args)
+    try:
+        model = load_model(model_dir)
+        model.self_check()
+    except SelfCheckError as exc:
+        return _fail(f"model {model_dir}: {exc}", EXIT_STORE)
+    manifest = model.manifest
+    try:
+        report = predict(
+            args.data,
+            model,
+            args.out,
+            origin=pd.Timestamp(args.origin) if args.origin else None,
+            horizon=args.horizon,
+            chunk_series=args.chunk_series,
+            progress=args.progress,
+        )
+    except DataError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    for line in report.lines():
+        print(f"predict: {line}", file=sys.stderr)
+    print(f"wrote {report.rows} forecasts of {manifest.name} {manifest.version} to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from prometheus_client import push_to_gateway, write_to_textfile  # noqa: PLC0415
+
+    from retail_forecast.batch.evaluate import evaluate, metrics_registry, table_lines  # noqa: PLC0415
+    from retail_forecast.batch.output import read_forecasts  # noqa: PLC0415
+
+    try:
+        result = evaluate([read_forecasts(target) for target in args.forecasts], args.actuals)
+    except DataError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    print("\n".join(table_lines(result)))
+    print(f"evaluated {result.evaluated} forecast points; {result.pending} have no actual yet")
+    if result.evaluated == 0:
+        return _fail("no forecast point has an actual yet: nothing to judge", EXIT_USAGE)
+    registry = metrics_registry(result)
+    if args.metrics_out is not None:
+        write_to_textfile(str(args.metrics_out), registry)
+    if args.pushgateway:
+        push_to_gateway(args.pushgateway, job="forecast-evaluate", registry=registry)
+    if args.fail_above is not None:
+        worse = [f for f in result.versions() if f.wape is not None and f.wape > args.fail_above]
+        if worse:
+            listed = ", ".join(f"{f.version} {f.wape:.4f}" for f in worse)
+            return _fail(f"live WAPE above {args.fail_above}: {listed}", EXIT_ACCURACY)
     return 0
 
 
@@ -477,6 +599,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "demo-cluster":
             return _demo_cluster(args)
+        if args.command == "predict":
+            return _predict(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "operator":

@@ -45,6 +45,8 @@ param trainingServiceAccount string = 'forecast-training'
 param alertEmailReceivers array = []
 param alert5xxRatioThreshold string = '0.05'
 param alertP95LatencyMsThreshold int = 250
+@description('Alert when a version\'s live WAPE exceeds its backtest WAPE by more than this (0.25 = 25 %).')
+param alertLiveWapeMargin string = '0.25'
 // 'Disabled' (default): Storage, Key Vault, ACR and the AML workspace get private endpoints and no public access.
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string = 'Disabled'
@@ -877,6 +879,17 @@ var logAlerts = [
     query: loadTextContent('../monitor/kql/alerts/rollbacks.kql')
     column: 'events'
     threshold: 0
+    failing: 1
+    periods: 1
+  }
+  {
+    key: 'live-wape'
+    description: 'A model version\'s live WAPE (forecast evaluate) exceeds its backtest WAPE by more than the margin.'
+    severity: 2
+    window: 'PT1H'
+    query: loadTextContent('../monitor/kql/alerts/live_wape.kql')
+    column: 'wape_excess'
+    threshold: json(alertLiveWapeMargin)
     failing: 1
     periods: 1
   }

@@ -163,6 +163,15 @@ locals {
       failing     = 1
       periods     = 1
     }
+    live_wape = {
+      description = "A model version's live WAPE (forecast evaluate) exceeds its backtest WAPE by more than the margin."
+      severity    = 2
+      window      = "PT1H"
+      column      = "wape_excess"
+      threshold   = var.alert_live_wape_margin
+      failing     = 1
+      periods     = 1
+    }
   }
 }
 

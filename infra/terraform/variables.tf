@@ -192,6 +192,12 @@ variable "alert_5xx_ratio_threshold" {
   default     = 0.05
 }
 
+variable "alert_live_wape_margin" {
+  description = "Alert when a version's live WAPE exceeds its backtest WAPE by more than this (0.25 = 25 %)."
+  type        = number
+  default     = 0.25
+}
+
 variable "alert_p95_latency_ms_threshold" {
   description = "Alert when the p95 request latency over 15 minutes exceeds this, in milliseconds."
   type        = number

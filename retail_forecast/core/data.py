@@ -127,10 +127,13 @@ def read_sales(path: Path) -> pd.DataFrame:
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv or .parquet")
 
 
-def validate_sales(frame: pd.DataFrame, *, source: str = "<data>", csv: bool = False) -> pd.DataFrame:
+def validate_sales(
+    frame: pd.DataFrame, *, source: str = "<data>", csv: bool = False, first_row: int = 0
+) -> pd.DataFrame:
     """Check the schema and return a clean frame with canonical dtypes, sorted by series and date.
 
-    Raises `DataError` naming the source, row and column of the first bad value.
+    Raises `DataError` naming the source, row and column of the first bad value; `first_row` is the
+    frame's offset in its file when the file is read in parts.
     """
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
@@ -147,7 +150,7 @@ def validate_sales(frame: pd.DataFrame, *, source: str = "<data>", csv: bool = F
         first = int(np.flatnonzero(bad.to_numpy())[0])
         value = frame.at[first, column]
         raise DataError(
-            f"{_row_label(source, first, csv=csv)}, column {column!r}: {why} (got {value!r}); "
+            f"{_row_label(source, first_row + first, csv=csv)}, column {column!r}: {why} (got {value!r}); "
             f"{int(bad.sum())} row(s) affected"
         )
 
@@ -213,7 +216,8 @@ def validate_sales(frame: pd.DataFrame, *, source: str = "<data>", csv: bool = F
             if (out.loc[r, [DATE, *SERIES_KEY]] == first).all()  # the row it duplicates
         )
         unit = "lines" if csv else "rows"
-        first_n, twin_n = (int(rows[0]) + 2, twin + 2) if csv else (int(rows[0]) + 1, twin + 1)
+        base = first_row + (2 if csv else 1)
+        first_n, twin_n = int(rows[0]) + base, twin + base
         raise DataError(
             f"{source}: {unit} {first_n} and {twin_n}: duplicate (date, store_id, item_id) = "
             f"({first[DATE].date()}, {first[STORE]}, {first[ITEM]}); "

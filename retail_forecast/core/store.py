@@ -398,41 +398,44 @@ def _os_errors(path: Path) -> Iterator[None]:
         raise StoreError(f"model store file {path}: {exc.strerror or exc}") from None
 
 
+def container_client(uri: str, container: str) -> ContainerClient:
+    """A client for one container, credentials from the environment (module docstring of `open_store`),
+    with timeouts and retries that fail fast; `uri` only names the target in errors."""
+    options: dict[str, Any] = {
+        "connection_timeout": _CONNECTION_TIMEOUT_S,
+        "read_timeout": _READ_TIMEOUT_S,
+        "retry_policy": LinearRetry(
+            backoff=_RETRY_BACKOFF_S, random_jitter_range=1, retry_total=_RETRY_TOTAL
+        ),
+    }
+    connection_string = os.environ.get(CONNECTION_STRING_ENV, "").strip()
+    account_url = os.environ.get(ACCOUNT_URL_ENV, "").strip()
+    if connection_string:
+        try:
+            return ContainerClient.from_connection_string(connection_string, container, **options)
+        except ValueError:
+            # The SDK's message is safe today, but the string holds a key: never risk echoing it.
+            raise StoreConfigError(
+                f"{CONNECTION_STRING_ENV} is not a valid storage connection string (for {uri})"
+            ) from None
+    if account_url:
+        try:
+            return ContainerClient(account_url, container, credential=DefaultAzureCredential(), **options)
+        except ValueError as exc:
+            raise StoreConfigError(f"{ACCOUNT_URL_ENV} is unusable for {uri}: {exc}") from None
+    raise StoreConfigError(
+        f"{uri} needs a storage account: set {CONNECTION_STRING_ENV} (e.g. for Azurite) or "
+        f"{ACCOUNT_URL_ENV} (https://<account>.blob.core.windows.net, with workload identity)"
+    )
+
+
 class _AzureBackend:
     """One blob container; a key is a blob name below `prefix`."""
 
     def __init__(self, uri: str, container: str, prefix: str) -> None:
-        options: dict[str, Any] = {
-            "connection_timeout": _CONNECTION_TIMEOUT_S,
-            "read_timeout": _READ_TIMEOUT_S,
-            "retry_policy": LinearRetry(
-                backoff=_RETRY_BACKOFF_S, random_jitter_range=1, retry_total=_RETRY_TOTAL
-            ),
-        }
         self._uri = uri
         self._prefix = f"{prefix}/" if prefix else ""
-        connection_string = os.environ.get(CONNECTION_STRING_ENV, "").strip()
-        account_url = os.environ.get(ACCOUNT_URL_ENV, "").strip()
-        if connection_string:
-            try:
-                self._client = ContainerClient.from_connection_string(connection_string, container, **options)
-            except ValueError:
-                # The SDK's message is safe today, but the string holds a key: never risk echoing it.
-                raise StoreConfigError(
-                    f"{CONNECTION_STRING_ENV} is not a valid storage connection string (for {uri})"
-                ) from None
-        elif account_url:
-            try:
-                self._client = ContainerClient(
-                    account_url, container, credential=DefaultAzureCredential(), **options
-                )
-            except ValueError as exc:
-                raise StoreConfigError(f"{ACCOUNT_URL_ENV} is unusable for {uri}: {exc}") from None
-        else:
-            raise StoreConfigError(
-                f"{uri} needs a storage account: set {CONNECTION_STRING_ENV} (e.g. for Azurite) or "
-                f"{ACCOUNT_URL_ENV} (https://<account>.blob.core.windows.net, with workload identity)"
-            )
+        self._client = container_client(uri, container)
 
     def put_new(self, key: str, data: bytes, tags: Mapping[str, str]) -> None:
         with self._errors():
@@ -548,18 +551,31 @@ def open_store(uri: str) -> ModelStore:
             raise StoreConfigError(f"model store URI {uri!r} must not contain '..'")
         return ModelStore(f"file://{root.as_posix()}", _LocalBackend(root))
     if parts.scheme == "azureblob":
-        container = parts.netloc
-        if not _CONTAINER_PATTERN.fullmatch(container):
-            raise StoreConfigError(
-                f"model store URI {uri!r} must be azureblob://<container>[/<prefix>] with a container "
-                "name of 3-63 lower-case letters, digits and single '-'"
-            )
-        prefix = parts.path.strip("/")
-        segments = prefix.split("/") if prefix else []
-        if any(s in ("", ".", "..") for s in segments):
-            raise StoreConfigError(f"model store URI {uri!r} has an empty, '.' or '..' prefix segment")
+        container, prefix = split_azureblob(uri)
         normal = f"azureblob://{container}" + (f"/{prefix}" if prefix else "")
         return ModelStore(normal, _AzureBackend(normal, container, prefix))
     raise StoreConfigError(
         f"model store URI {uri!r} is not supported: use file:///absolute/path or azureblob://<container>/<prefix>"
     )
+
+
+def split_azureblob(uri: str) -> tuple[str, str]:
+    """`azureblob://<container>[/<path>]` as (container, path without surrounding '/'), checked."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise StoreConfigError(f"URI {uri!r} is malformed: {exc}") from None
+    if parts.scheme != "azureblob" or parts.query or parts.fragment:
+        raise StoreConfigError(
+            f"URI {uri!r} must be azureblob://<container>/<path>, without query or fragment"
+        )
+    container = parts.netloc
+    if not _CONTAINER_PATTERN.fullmatch(container):
+        raise StoreConfigError(
+            f"URI {uri!r} must be azureblob://<container>[/<prefix>] with a container "
+            "name of 3-63 lower-case letters, digits and single '-'"
+        )
+    path = parts.path.strip("/")
+    if any(s in ("", ".", "..") for s in (path.split("/") if path else [])):
+        raise StoreConfigError(f"URI {uri!r} has an empty, '.' or '..' path segment")
+    return container, path

@@ -20,12 +20,16 @@ import orjson
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from retail_forecast.batch.evaluate import evaluate, metrics_registry
+from retail_forecast.batch.output import read_forecasts
 from retail_forecast.core.manifest import Manifest
 from retail_forecast.inference.app import create_app
 from retail_forecast.inference.observability import JsonFormatter
 from retail_forecast.operator import resources as res
+from tests.batch.runs import forecast_run
 from tests.inference.conftest import wait_ready
 from tests.infra.iac import KQL, REPO
 from tests.operator.test_rollout import Cluster, make_spec
@@ -49,8 +53,9 @@ class Emitted:
 
 
 @pytest.fixture(scope="module")
-def emitted(model_dir: Path) -> Iterator[Emitted]:
-    """Serve a real model, make a good and a bad request, then scrape `/metrics` and keep the log."""
+def emitted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emitted]:
+    """Serve a real model, make a good and a bad request, then scrape `/metrics` and keep the log; add
+    what `forecast evaluate` exports for a real forecast run of the same model."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
@@ -79,6 +84,10 @@ def emitted(model_dir: Path) -> Iterator[Emitted]:
     finally:
         service_logger.removeHandler(handler)
         service_logger.setLevel(level)
+    # `forecast evaluate` on a real forecast run: the figures it pushes for the accuracy alert
+    run, data = forecast_run(model_dir, tmp_path_factory.mktemp("evaluate"))
+    evaluation = evaluate([read_forecasts(run)], data)
+    exposition += generate_latest(metrics_registry(evaluation)).decode()
     labels: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
@@ -166,7 +175,12 @@ def test_event_reasons_and_message_fields_are_what_a_rollout_emits(name: str) ->
 
 
 def test_alert_queries_have_their_measure_columns() -> None:
-    columns = {"http_5xx_ratio": "error_ratio", "p95_latency": "p95_ms", "rollbacks": "events"}
+    columns = {
+        "http_5xx_ratio": "error_ratio",
+        "p95_latency": "p95_ms",
+        "rollbacks": "events",
+        "live_wape": "wape_excess",
+    }
     for name, column in columns.items():
         text = (KQL / "alerts" / f"{name}.kql").read_text()
         assert re.search(rf"\b{column}\s*=", text), name

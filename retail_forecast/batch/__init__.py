@@ -1,0 +1,1 @@
+"""Batch forecasting (`forecast predict`) and accuracy monitoring once actuals land (`forecast evaluate`)."""
