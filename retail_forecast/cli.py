@@ -50,6 +50,13 @@ def _int_at_least_10(value: str) -> int:
     return _int_at_least(value, 10)
 
 
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return number
+
+
 # Hyper-parameter flags fix a parameter for every trial (Azure ML sweeps drive them from outside).
 HYPERPARAMETER_FLAGS: dict[str, type] = {
     "loss": str,
@@ -128,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--body-timeout",
         dest="body_timeout_seconds",
-        type=float,
+        type=_positive_float,
         default=None,
         help="seconds a client may take to send a scoring request's body; 408 beyond (default 30)",
     )
@@ -322,16 +329,22 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="required relative WAPE improvement over seasonal naive (0.05 = 5%%)",
     )
     parser.add_argument(
+        "--memory-budget-gib",
+        type=_positive_float,
+        default=2.0,
+        help="memory the training rows may take in a fit; sets how many rows are sampled (default 2)",
+    )
+    parser.add_argument(
         "--max-rows",
         type=_positive_int,
-        default=300_000,
-        help="training rows sampled from all (series, origin, horizon) triples",
+        default=None,
+        help="at most this many training rows (default: as many as the memory budget holds)",
     )
     parser.add_argument(
         "--search-rows",
         type=_positive_int,
-        default=100_000,
-        help="rows each search trial fits on (a subset of --max-rows)",
+        default=None,
+        help="rows each search trial fits on (default: a tenth of the training rows, at least 100000)",
     )
     hyper = parser.add_argument_group("fixed hyper-parameters (skip searching them)")
     for name, kind in HYPERPARAMETER_FLAGS.items():
@@ -368,6 +381,7 @@ def _train(args: argparse.Namespace, data: Path, out: Path) -> int:
         name=args.name,
         version=args.model_version,
         gate_margin=args.gate_margin,
+        memory_budget_gib=args.memory_budget_gib,
         max_rows=args.max_rows,
         search_rows=args.search_rows,
         fixed_params=fixed,

@@ -35,8 +35,9 @@ from retail_forecast.core.manifest import (
 from retail_forecast.core.manifest import Scores as ManifestScores
 from retail_forecast.core.schema import Freq
 from retail_forecast.training import export, tracking
+from retail_forecast.training import rows as rows_
 from retail_forecast.training.metrics import ForecastBlock, Scores, naive_scales, score, score_by_horizon
-from retail_forecast.training.model import Params, fit, search_plan
+from retail_forecast.training.model import Params, fit, search_plan, training_threads
 
 IntArray = npt.NDArray[np.int64]
 METRICS_FILE: Final = "metrics.json"
@@ -46,6 +47,9 @@ GOLDEN_TOLERANCE: Final = 1e-4
 # log-link fit. Evaluation always uses the uncapped actuals.
 TARGET_CAP: Final = 25.0
 Progress = Callable[[str], None]
+DEFAULT_MEMORY_BUDGET_GIB: Final = 2.0
+SEARCH_SHARE: Final = 10
+SEARCH_FLOOR: Final = 100_000
 
 
 class GateError(RuntimeError):
@@ -69,10 +73,13 @@ class TrainConfig:
     name: str = "demand"
     version: str | None = None
     gate_margin: float = 0.05
-    max_rows: int = 300_000
+    # Training rows: as many as the memory budget holds (training/rows.py states the rule), or fewer
+    # when `max_rows` says so.
+    memory_budget_gib: float = DEFAULT_MEMORY_BUDGET_GIB
+    max_rows: int | None = None
     # Search trials rank parameters on fewer rows than the holdout and final fits: ranking needs less
-    # data than the best fit does, and the search is where the time goes.
-    search_rows: int = 100_000
+    # data than the best fit does. Default: a tenth of the training rows, at least SEARCH_FLOOR.
+    search_rows: int | None = None
     fixed_params: Params = field(default_factory=dict)
 
 
@@ -107,6 +114,9 @@ class TrainResult:
     gate_passed: bool
     gate_message: str
     out: Path
+    rows: rows_.RowPlan
+    training_rows: int
+    search_rows: int
 
 
 @contextmanager
@@ -151,32 +161,6 @@ def default_horizon(panel: Panel, spec: feat.FeatureSpec, folds: int, progress: 
     return fits
 
 
-def training_rows(
-    panel: Panel, valid: npt.NDArray[np.bool_], horizon: int, cutoff: int
-) -> tuple[IntArray, IntArray, IntArray]:
-    """All (series, origin, horizon) triples whose target is observed and at or before `cutoff`."""
-    series, origin = np.nonzero(valid[:, :cutoff])
-    parts = []
-    for h in range(1, horizon + 1):
-        keep = origin + h <= cutoff
-        s, o = series[keep], origin[keep]
-        keep = ~np.isnan(panel.sales[s, o + h])
-        parts.append((s[keep], o[keep], np.full(int(keep.sum()), h)))
-    return (
-        np.concatenate([p[0] for p in parts]).astype(np.int64),
-        np.concatenate([p[1] for p in parts]).astype(np.int64),
-        np.concatenate([p[2] for p in parts]).astype(np.int64),
-    )
-
-
-def _sample(
-    rows: tuple[IntArray, IntArray, IntArray], limit: int, rng: np.random.Generator
-) -> tuple[IntArray, IntArray, IntArray]:
-    """A random subset of at most `limit` rows, in random order (so any prefix is a random sample too)."""
-    pick = rng.permutation(len(rows[0]))[:limit]
-    return rows[0][pick], rows[1][pick], rows[2][pick]
-
-
 def evaluation_rows(
     panel: Panel, valid: npt.NDArray[np.bool_], origin: int, horizon: int
 ) -> tuple[IntArray, IntArray, IntArray]:
@@ -190,59 +174,91 @@ def evaluation_rows(
 
 
 class _Dataset:
-    """Feature rows for a panel, built once and sliced per fold (the features of a row never change)."""
+    """Training rows and their features, built once and sliced per fold (the features of a row never change).
+
+    Rows are stored grouped by series (as they were drawn); `order` is one random permutation of them, so
+    that any prefix of a fold's rows in that order is a random sample of the fold's rows.
+    """
 
     def __init__(
-        self, panel: Panel, spec: feat.FeatureSpec, rows: tuple[IntArray, IntArray, IntArray]
+        self, panel: Panel, spec: feat.FeatureSpec, rows: rows_.Rows, rng: np.random.Generator
     ) -> None:
         self.series, self.origin, self.horizon = rows
         self.target_period = self.origin + self.horizon
-        self.features = feat.build_features(panel, self.series, self.origin, self.horizon, spec)
+        self.features = rows_.build_features(panel, rows, spec)
         scale = self.features[:, spec.scale_index].astype(np.float64)
         self.actual = panel.sales[self.series, self.target_period]
         self.target = np.minimum(self.actual / scale, TARGET_CAP)
+        self.order = rng.permutation(len(self.series))
 
     def upto(
         self, cutoff: int, limit: int | None = None
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
-        """Rows whose target is at or before `cutoff`; the first `limit` of them (rows are shuffled)."""
-        keep = np.flatnonzero(self.target_period <= cutoff)[:limit]
+        """Rows whose target is at or before `cutoff`: all of them, or a random `limit` of them."""
+        if limit is None and bool(np.all(self.target_period <= cutoff)):
+            return self.features, self.target  # no copy: the fit shuffles its own validation split
+        keep = self.order[self.target_period[self.order] <= cutoff][:limit]
+        keep.sort()  # reading rows in storage order is faster and the fit does not depend on order
         return self.features[keep], self.target[keep]
 
 
-def evaluate(
-    panel: Panel,
-    spec: feat.FeatureSpec,
-    estimator: Any,
-    *,
-    valid: npt.NDArray[np.bool_],
-    origin: int,
-    horizon: int,
-) -> Evaluation:
-    series, origins, horizons = evaluation_rows(panel, valid, origin, horizon)
-    if len(series) == 0:
-        raise NotEnoughDataError(
-            f"no series has {spec.min_history} periods of history at {panel.dates[origin].date()}"
+@dataclass(frozen=True)
+class EvaluationRows:
+    """One origin's evaluation rows, features, actuals and baselines: built once, scored by every trial."""
+
+    origin: int
+    series: IntArray
+    horizon: IntArray
+    features: npt.NDArray[np.float32]
+    actual: npt.NDArray[np.float64]
+    seasonal_naive: npt.NDArray[np.float64]
+    moving_average: npt.NDArray[np.float64]
+    mase_scale: npt.NDArray[np.float64]
+    rmsse_scale: npt.NDArray[np.float64]
+
+    @classmethod
+    def at(
+        cls, panel: Panel, spec: feat.FeatureSpec, valid: npt.NDArray[np.bool_], origin: int, horizon: int
+    ) -> EvaluationRows:
+        series, origins, horizons = evaluation_rows(panel, valid, origin, horizon)
+        if len(series) == 0:
+            raise NotEnoughDataError(
+                f"no series has {spec.min_history} periods of history at {panel.dates[origin].date()}"
+            )
+        mase_scale, rmsse_scale = naive_scales(panel.sales[:, : origin + 1], panel.freq.season)
+        return cls(
+            origin=origin,
+            series=series,
+            horizon=horizons,
+            features=rows_.build_features(panel, (series, origins, horizons), spec),
+            actual=panel.sales[series, origins + horizons],
+            seasonal_naive=feat.seasonal_naive(panel, series, origins, horizons),
+            moving_average=feat.moving_average(panel, series, origins, spec),
+            mase_scale=mase_scale,
+            rmsse_scale=rmsse_scale,
         )
-    x = feat.build_features(panel, series, origins, horizons, spec)
-    actual = panel.sales[series, origins + horizons]
-    predicted = export.sklearn_forecast(estimator, x, spec.scale_index)
-    history = panel.sales[:, : origin + 1]
-    mase_scale, rmsse_scale = naive_scales(history, panel.freq.season)
-    block = ForecastBlock(series, horizons, actual, predicted)
-    naive = ForecastBlock(series, horizons, actual, feat.seasonal_naive(panel, series, origins, horizons))
-    average = ForecastBlock(series, horizons, actual, feat.moving_average(panel, series, origins, spec))
+
+
+def evaluate(spec: feat.FeatureSpec, estimator: Any, rows: EvaluationRows, horizon: int) -> Evaluation:
+    """Score the estimator and both baselines on one origin's rows."""
+    predicted = export.sklearn_forecast(estimator, rows.features, spec.scale_index)
+    blocks = {
+        name: ForecastBlock(rows.series, rows.horizon, rows.actual, values)
+        for name, values in (
+            ("model", predicted),
+            ("seasonal_naive", rows.seasonal_naive),
+            ("moving_average", rows.moving_average),
+        )
+    }
+    scales = rows.mase_scale, rows.rmsse_scale
     return Evaluation(
-        model=score(block, mase_scale, rmsse_scale),
-        seasonal_naive=score(naive, mase_scale, rmsse_scale),
-        moving_average=score(average, mase_scale, rmsse_scale),
-        by_horizon={
-            name: score_by_horizon(b, mase_scale, rmsse_scale, horizon)
-            for name, b in (("model", block), ("seasonal_naive", naive), ("moving_average", average))
-        },
-        block=block,
-        naive_block=naive,
-        origin=origin,
+        model=score(blocks["model"], *scales),
+        seasonal_naive=score(blocks["seasonal_naive"], *scales),
+        moving_average=score(blocks["moving_average"], *scales),
+        by_horizon={name: score_by_horizon(block, *scales, horizon) for name, block in blocks.items()},
+        block=blocks["model"],
+        naive_block=blocks["seasonal_naive"],
+        origin=rows.origin,
     )
 
 
@@ -253,7 +269,21 @@ def train(
     config: TrainConfig,
     progress: Progress = lambda message: print(message, file=sys.stderr, flush=True),
 ) -> TrainResult:
-    """Search, check, export and report; raises `GateError` (after writing the report) on a failed gate."""
+    """Search, check, export and report; raises `GateError` (after writing the report) on a failed gate.
+
+    Every fit and prediction runs on `training_threads()` OpenMP threads.
+    """
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415 - training-only dependency
+
+    threads = training_threads()
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        progress(f"threads: {threads} (CPU affinity, cgroup quota, OMP_NUM_THREADS)")
+        return _train(panel, data_report, out, config, progress)
+
+
+def _train(
+    panel: Panel, data_report: DataReport, out: Path, config: TrainConfig, progress: Progress
+) -> TrainResult:
     stale = [out / name for name in (MODEL_FILE, MANIFEST_FILE) if (out / name).exists()]
     if stale:
         raise OutputExistsError(
@@ -278,25 +308,38 @@ def train(
 
     # One sample of rows serves every fit: rows whose target lies past a fold's origin are cut per fold.
     with _timed(timings, "features"):
-        all_rows = training_rows(panel, valid, horizon, panel.n_periods - 1)
-        if len(all_rows[0]) == 0:
+        last = panel.n_periods - 1
+        row_plan = rows_.plan_rows(
+            rows_.count_rows(panel, valid, horizon, last),
+            int(np.count_nonzero(~np.isnan(panel.sales))),
+            int(config.memory_budget_gib * 2**30),
+            len(spec.names),
+            config.max_rows,
+        )
+        if row_plan.possible == 0:
             raise NotEnoughDataError(
                 f"no series has {spec.min_history} periods of history before its last target"
             )
-        dataset = _Dataset(panel, spec, _sample(all_rows, config.max_rows, rng))
+        drawn = rows_.draw_rows(panel, valid, horizon, last, row_plan.keep, rng)
+        dataset = _Dataset(panel, spec, drawn, rng)
+        evaluation_sets = {
+            fold.origin: EvaluationRows.at(panel, spec, valid, fold.origin, horizon) for fold in folds
+        }
+    search_rows = config.search_rows or max(
+        len(dataset.series) // SEARCH_SHARE, min(SEARCH_FLOOR, row_plan.rows)
+    )
     progress(
-        f"features: {len(dataset.series)} training rows x {len(spec.names)} features "
-        f"(of {len(all_rows[0])} possible) in {timings['features']:.1f}s"
+        f"features: {row_plan.describe()} x {len(spec.names)} features in {timings['features']:.1f}s; "
+        f"search trials fit on {min(search_rows, len(dataset.series))} of them"
     )
 
     with _timed(timings, "search"):
         trials, validation_wape, params = _search(
-            panel,
             spec,
             dataset,
-            valid=valid,
-            folds=search_folds,
+            [evaluation_sets[fold.origin] for fold in search_folds],
             horizon=horizon,
+            search_rows=search_rows,
             config=config,
             progress=progress,
         )
@@ -304,7 +347,8 @@ def train(
     with _timed(timings, "holdout"):
         x, y = dataset.upto(holdout.origin)
         estimator = fit(params, x, y, config.seed)
-        holdout_eval = evaluate(panel, spec, estimator, valid=valid, origin=holdout.origin, horizon=horizon)
+        del x, y
+        holdout_eval = evaluate(spec, estimator, evaluation_sets[holdout.origin], horizon)
 
     gate_passed, gate_message = promotion_gate(holdout_eval, config.gate_margin)
     progress(
@@ -326,6 +370,7 @@ def train(
                 final,
                 horizon=horizon,
                 holdout=holdout_eval,
+                holdout_features=evaluation_sets[holdout.origin].features,
                 params=params,
                 config=config,
                 out=out,
@@ -348,6 +393,9 @@ def train(
         gate_passed=gate_passed,
         gate_message=gate_message,
         out=out,
+        rows=row_plan,
+        training_rows=len(dataset.series),
+        search_rows=min(search_rows, len(dataset.series)),
     )
     _write_metrics(result, horizon, panel, data_report)
     from retail_forecast.training.report import write_report  # noqa: PLC0415 - matplotlib is slow to import
@@ -361,13 +409,12 @@ def train(
 
 
 def _search(
-    panel: Panel,
     spec: feat.FeatureSpec,
     dataset: _Dataset,
+    folds: list[EvaluationRows],
     *,
-    valid: npt.NDArray[np.bool_],
-    folds: list[Fold],
     horizon: int,
+    search_rows: int,
     config: TrainConfig,
     progress: Progress,
 ) -> tuple[list[dict[str, Any]], float, Params]:
@@ -378,9 +425,9 @@ def _search(
     for number, params in enumerate(plan, start=1):
         wapes = []
         for fold in folds:
-            x, y = dataset.upto(fold.origin, config.search_rows)
+            x, y = dataset.upto(fold.origin, search_rows)
             estimator = fit(params, x, y, config.seed)
-            scores = evaluate(panel, spec, estimator, valid=valid, origin=fold.origin, horizon=horizon)
+            scores = evaluate(spec, estimator, fold, horizon)
             wapes.append(scores.model.wape)
         mean_wape = float(np.mean(wapes))
         trials.append(
@@ -426,6 +473,7 @@ def _export(
     *,
     horizon: int,
     holdout: Evaluation,
+    holdout_features: npt.NDArray[np.float32],
     params: Params,
     config: TrainConfig,
     out: Path,
@@ -435,13 +483,7 @@ def _export(
     model_bytes = model.SerializeToString()
     session = export.onnx_session(model_bytes)
     # Parity on rows the model has not seen (the holdout's) and on a slice of its training rows.
-    held_out = feat.build_features(
-        panel,
-        holdout.block.series,
-        np.full(len(holdout.block.series), holdout.origin),
-        holdout.block.horizon,
-        spec,
-    )
+    held_out = holdout_features
     rng = np.random.default_rng(config.seed)
     seen = dataset.features[
         rng.choice(len(dataset.features), size=min(5000, len(dataset.features)), replace=False)
@@ -512,6 +554,15 @@ def _write_metrics(result: TrainResult, horizon: int, panel: Panel, data_report:
         "trials": result.trials,
         "gate": {"passed": result.gate_passed, "message": result.gate_message},
         "parity": None if result.parity is None else vars(result.parity),
+        "rows": {
+            "possible": result.rows.possible,
+            "observed_sales": result.rows.observed,
+            "memory_budget": result.rows.budget,
+            "limit": result.rows.limit,
+            "planned": result.rows.rows,
+            "drawn": result.training_rows,
+            "search": result.search_rows,
+        },
         "timings_seconds": result.timings,
         "data": data_report.lines(),
     }

@@ -50,6 +50,8 @@ def write_report(result: TrainResult, panel: Panel, data_report: DataReport, hor
         f"{panel.dates[0].date()} to {panel.dates[-1].date()}",
         f"- horizon: {horizon}; holdout forecast origin {panel.dates[holdout.origin].date()}",
         f"- {result.gate_message}",
+        f"- training rows: {result.rows.describe()}; drawn {result.training_rows}, search trials fit on "
+        f"{result.search_rows}",
     ]
     if manifest is not None:
         lines += [f"- model: `{manifest.name}` version `{manifest.version}`, sha256 `{manifest.sha256}`"]
