@@ -9,6 +9,8 @@ these functions decide the rest, so the policy is one table with unit tests, not
 - Permanent (400, 401, 403, 404, 422 and any other 4xx; a store that refuses the credentials): shown at
   once, with the server's message, and retried slowly, so a fixed spec, webhook or RBAC heals without a
   restart (a spec change also triggers a reconcile at once, through its watch event).
+- Unexpected (any other exception: a bug, or no client at all): permanent, as it will most likely repeat;
+  retried slowly, so no object is left unreconciled until its next watch event.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def api_failure(
         message=f"{request}: {status} {message}"[:1000],
         transient=transient_status(status),
         retry_after=retry_after,
+    )
+
+
+def unexpected_failure(exc: BaseException) -> Failure:
+    """An exception no answer explains (a bug, a client that cannot be built)."""
+    return Failure(
+        condition="Reconciled",
+        reason="UnexpectedError",
+        message=f"{type(exc).__name__}: {exc}"[:1000],
+        transient=False,
     )
 
 

@@ -16,6 +16,7 @@ import kopf
 import kubernetes.client
 
 from retail_forecast.operator import resources as res
+from retail_forecast.operator.failures import retry_delay, unexpected_failure
 from retail_forecast.operator.kube import Kube, authorization, load_configuration
 from retail_forecast.operator.reconcile import Reconciler
 from retail_forecast.operator.rollout import Event
@@ -25,6 +26,8 @@ _timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 _tasks: set[asyncio.Task[None]] = set()
 _turns: dict[tuple[str, str], asyncio.Lock] = {}
 _waiting: set[tuple[str, str]] = set()
+_raised: dict[tuple[str, str], int] = {}  # consecutive reconciles that raised, per object
+logger = logging.getLogger("retail_forecast.operator")
 
 
 def _emit(body: dict[str, Any], event: Event) -> None:
@@ -78,22 +81,22 @@ async def cleanup(**_: Any) -> None:
     for timer in _timers.values():
         timer.cancel()
     _timers.clear()
+    _raised.clear()
     found = _state.pop("reconciler", None)
     if isinstance(found, Reconciler):
         await found.kube.close()
 
 
-async def _reconcile(namespace: str, name: str) -> None:
+def _reconcile_later(namespace: str, name: str, again: float | None) -> None:
+    """Replace the object's pending timer: deadlines, scale-down delays and retries pass without a watch
+    event. The time is re-derived on every reconcile, so a restarted operator reschedules it from its
+    first listing."""
     key = (namespace, name)
-    again = await reconciler().reconcile(namespace, name)  # failures come back as a retry delay
     pending = _timers.pop(key, None)
     if pending is not None:
         pending.cancel()
     if again is not None:
-        # Deadlines, scale-down delays and retries pass without a watch event. The time is re-derived
-        # on every reconcile, so a restarted operator reschedules it from its first listing.
-        loop = asyncio.get_running_loop()
-        _timers[key] = loop.call_later(again, _reconcile_soon, namespace, name)
+        _timers[key] = asyncio.get_running_loop().call_later(again, _reconcile_soon, namespace, name)
 
 
 def _reconcile_soon(namespace: str, name: str) -> None:
@@ -116,9 +119,15 @@ async def _reconcile_in_turn(namespace: str, name: str) -> None:
     async with _turns.setdefault(key, asyncio.Lock()):
         _waiting.discard(key)
         try:
-            await _reconcile(namespace, name)
-        except Exception:  # no kopf handler around a background task to report it
-            logging.getLogger("retail_forecast.operator").exception("reconcile %s/%s failed", *key)
+            # Failures of the reconcile itself come back as a retry delay (`Reconciler._failed`).
+            again = await reconciler().reconcile(namespace, name)
+        except Exception as exc:  # no client: no kopf handler around a background task would retry it
+            attempt = _raised[key] = _raised.get(key, 0) + 1
+            again = retry_delay(unexpected_failure(exc), attempt)
+            logger.exception("reconcile %s/%s raised (attempt %d), retry in %.0fs", *key, attempt, again)
+        else:
+            _raised.pop(key, None)
+        _reconcile_later(namespace, name, again)
 
 
 def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:

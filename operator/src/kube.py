@@ -4,7 +4,9 @@ Children are written with server-side apply under one field manager (`resources.
 object is the whole intent, so a field the spec no longer sets disappears and a manual edit of a field
 we own is taken back. The status is a merge patch guarded by `metadata.resourceVersion`, so a concurrent
 writer gets a 409 and the caller retries with a fresh read. The package's client is synchronous: each
-call runs in a worker thread, so the event loop (kopf's watches) never blocks on the network.
+call runs in a worker thread of the client's own pool, so the event loop (kopf's watches) never blocks on
+the network. The pool is sized for waiting, not for cores: on asyncio's default executor (cores + 4
+threads) 200 new ForecastModels queued behind 6 threads (benchmarks/operator.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import asyncio
 import json
 import os
 import tempfile
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,6 +31,9 @@ from retail_forecast.operator.failures import NO_ANSWER
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 REQUEST_TIMEOUT_SECONDS: Final = 30
+# Concurrent API calls, each a thread blocked on its answer, and as many pooled connections, so none waits
+# for a socket (the package's default pool is 5 per core).
+IO_THREADS: Final = 32
 
 
 class ApiError(Exception):
@@ -117,19 +124,28 @@ def _api_error(exc: kubernetes.client.ApiException, request: str) -> ApiError:
 
 
 class Kube:
-    """One `kubernetes` ApiClient and its dynamic client (discovery cached per process)."""
+    """One `kubernetes` ApiClient, its dynamic client (discovery cached per process) and its threads."""
 
     def __init__(self, configuration: kubernetes.client.Configuration, field_manager: str) -> None:
         self.configuration = configuration
         self.field_manager = field_manager
+        configuration.connection_pool_maxsize = IO_THREADS  # read when the ApiClient makes its pool
         self._api = kubernetes.client.ApiClient(configuration)
+        self._threads = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="kube")
         self._cache = Path(tempfile.gettempdir()) / f"forecast-operator-discovery-{uuid.uuid4().hex}.json"
         self._dynamic: kubernetes.dynamic.DynamicClient | None = None
+        self._discovery = threading.Lock()
 
     def _resource(self, group: str, version: str, plural: str) -> Any:
-        if self._dynamic is None:
-            self._dynamic = kubernetes.dynamic.DynamicClient(self._api, cache_file=str(self._cache))
-        return self._dynamic.resources.get(api_version=api_version(group, version), name=plural)
+        """The dynamic client's view of a resource, discovered by one thread while the others wait.
+
+        Unguarded, every thread of a fresh operator built its own discovery at once (the same paths
+        fetched once per thread, and the cache file read while another thread wrote it).
+        """
+        with self._discovery:
+            if self._dynamic is None:
+                self._dynamic = kubernetes.dynamic.DynamicClient(self._api, cache_file=str(self._cache))
+            return self._dynamic.resources.get(api_version=api_version(group, version), name=plural)
 
     async def _call(
         self,
@@ -155,10 +171,11 @@ class Kube:
                 raise ApiError(NO_ANSWER, type(exc).__name__, str(exc)[:300], request) from None
             return found.to_dict() if hasattr(found, "to_dict") else found
 
-        return await asyncio.to_thread(call)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._api.close)
+        await asyncio.get_running_loop().run_in_executor(self._threads, self._api.close)
+        self._threads.shutdown()
         self._cache.unlink(missing_ok=True)
 
     async def get(

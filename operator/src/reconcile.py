@@ -27,7 +27,13 @@ from retail_forecast.core.store import (
     open_store,
 )
 from retail_forecast.operator import resources as res
-from retail_forecast.operator.failures import Failure, api_failure, retry_delay, visible
+from retail_forecast.operator.failures import (
+    Failure,
+    api_failure,
+    retry_delay,
+    unexpected_failure,
+    visible,
+)
 from retail_forecast.operator.kube import ApiError, Conflict, Kube, NotFound
 from retail_forecast.operator.rollout import ColorState, Condition, Event, RolloutStatus, Step, next_step
 
@@ -281,6 +287,9 @@ class Reconciler:
             except ApiError as exc:
                 failure = api_failure(exc.status, exc.reason, exc.message, exc.request, exc.retry_after)
                 return await self._failed(namespace, name, failure)
+            except Exception as exc:  # a bug: shown and retried like a permanent failure, not dropped
+                logger.exception("reconcile of %s/%s raised", namespace, name, extra=_ref(namespace, name))
+                return await self._failed(namespace, name, unexpected_failure(exc))
             self._attempts.pop(key, None)
             self._backoff.pop(key, None)
             return again

@@ -14,6 +14,7 @@ from retail_forecast.operator.failures import (
     Failure,
     api_failure,
     retry_delay,
+    unexpected_failure,
     visible,
 )
 
@@ -65,3 +66,11 @@ def test_permanent_failures_show_at_once_transient_ones_only_when_they_last() ->
     assert [visible(transient, n) for n in range(1, VISIBLE_AFTER + 1)] == [False] * (VISIBLE_AFTER - 1) + [
         True
     ]
+
+
+def test_an_unexpected_exception_is_a_permanent_failure_that_names_it() -> None:
+    failure = unexpected_failure(KeyError("replicas"))
+    assert (failure.condition, failure.reason) == ("Reconciled", "UnexpectedError")
+    assert failure.message == "KeyError: 'replicas'"
+    assert not failure.transient and visible(failure, 1)
+    assert retry_delay(failure, 1) == PERMANENT_FIRST_SECONDS
