@@ -2,7 +2,7 @@
 
 The kube-controller-manager runs the Job controller; the test plays the kubelet (a run's pod is marked
 Failed or Succeeded) and starts each run as `kubectl create job --from=cronjob/demand-batch` does,
-rather than waiting for the schedule.
+rather than waiting for the schedule. The API server refuses an invalid spec.batch (the CRD's schema).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
+import kubernetes.dynamic.exceptions
 import pytest
 
 from retail_forecast.operator import resources as res
@@ -27,6 +28,12 @@ BATCH: Final = {
     "output": "azureblob://runs/demand",
     "backoffLimit": 0,  # one failed pod fails the run
 }
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def pinned(cluster: Cluster) -> tuple[str, str] | None:
@@ -95,9 +102,13 @@ def finish_run(client: Client, namespace: str, job: str, phase: str) -> None:
     )
 
 
-def batch_status(cluster: Cluster) -> dict[str, Any]:
+def fm_status(cluster: Cluster) -> dict[str, Any]:
     found = cluster.read(FM_API, res.KIND, "demand") or {}
-    return dict((found.get("status") or {}).get("batch") or {})
+    return dict(found.get("status") or {})
+
+
+def batch_status(cluster: Cluster) -> dict[str, Any]:
+    return dict(fm_status(cluster).get("batch") or {})
 
 
 def batch_failed_events(cluster: Cluster) -> list[dict[str, Any]]:
@@ -111,6 +122,15 @@ def test_the_batch_cronjob_follows_the_active_version_and_reports_its_runs(
         cluster = Cluster(client, namespace)
         fms = client.resource(FM_API, res.KIND)
         body = forecast_model(store)
+        for invalid in (
+            {"schedule": "daily"},
+            {"input": "sales.csv"},
+            {"output": "s3://runs"},
+            {"output": None},
+        ):
+            refused = {**body, "spec": {**body["spec"], "batch": {**BATCH, **invalid}}}
+            with pytest.raises(kubernetes.dynamic.exceptions.UnprocessibleEntityError):
+                fms.create(body=_without_nulls(refused), namespace=namespace)
         body["spec"]["batch"] = BATCH
         fms.create(body=body, namespace=namespace)
         wait_until(lambda: cluster.read("apps/v1", "Deployment", "demand-blue"), what="demand-blue")
@@ -120,6 +140,8 @@ def test_the_batch_cronjob_follows_the_active_version_and_reports_its_runs(
         # A promotion: the CronJob follows once version 2 is active, not while it is a preview.
         cluster.patch_spec({"model": {"version": "2"}})
         wait_until(lambda: cluster.read("apps/v1", "Deployment", "demand-green"), what="demand-green")
+        # The status is written after every child of that reconcile: the CronJob stayed on version 1.
+        wait_until(lambda: fm_status(cluster).get("previewVersion") == "2", what="the preview of 2")
         assert pinned(cluster) == ("1", store.sha["1"])
         make_deployment_available(client, namespace, "demand-green")
         wait_until(lambda: pinned(cluster) == ("2", store.sha["2"]), what="the CronJob on version 2")
