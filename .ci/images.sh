@@ -226,6 +226,14 @@ step "train a tiny model for the inference smoke test"
   --l2-regularization 0 --gate-margin -10 >"$WORK/train.log" 2>&1 || { tail -30 "$WORK/train.log" >&2; exit 1; }
 chmod -R a+rX "$WORK/model"
 
+# The batch CronJob's command (spec.batch): `forecast predict` in the image (the batch extra: tqdm).
+step "smoke test $INFERENCE_IMAGE: forecast predict"
+chmod a+r "$WORK/sales.csv"
+ctr=$("${BUILDAH[@]}" from --pull=never --quiet "$INFERENCE_IMAGE")
+"${BUILDAH[@]}" run --isolation chroot --volume "$WORK/model:/models:ro" --volume "$WORK/sales.csv:/data/sales.csv:ro" \
+  "$ctr" -- forecast predict --data /data/sales.csv --model-dir /models --out /tmp/run.parquet --no-progress
+"${BUILDAH[@]}" rm "$ctr" >/dev/null
+
 stop_server() {
   local pid=$SERVER_PID
   SERVER_PID=""
@@ -265,5 +273,6 @@ stop_server
 
 step_end
 echo "== images: OK in $((SECONDS - STAGE_START)) s"
-# Checks: both images' uid/compiler/pip-config checks, the operator smoke test, the inference smoke test.
-echo "images: 4 passed, 0 failed"
+# Checks: both images' uid/compiler/pip-config checks, the operator smoke test, the inference smoke tests
+# (predict, serve).
+echo "images: 5 passed, 0 failed"

@@ -46,3 +46,10 @@ def test_image_copies_every_package_folder(name: str) -> None:
     folders = {"retail_forecast", *(path.split("/")[0] for path in mapped)}
     copied = set(re.findall(r"^COPY (\S+) \./", (REPO / name).read_text(), re.MULTILINE))
     assert folders <= copied, f"{name} misses {sorted(folders - copied)}"
+
+
+def test_the_inference_image_carries_what_serving_and_batch_runs_need() -> None:
+    """The ForecastModel's Deployments run `forecast serve`, its batch CronJob `forecast predict`."""
+    text = (REPO / "Dockerfile.inference").read_text()
+    extras = set(re.findall(r"\['optional-dependencies'\]\['([a-z-]+)'\]", text))
+    assert extras == {"serve", "batch"}

@@ -147,3 +147,11 @@ async def deployment_changed(labels: Mapping[str, str], namespace: str | None, *
     owner = labels.get(res.LABEL_INSTANCE)
     if owner and namespace is not None:
         _reconcile_soon(namespace, owner)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={res.LABEL_MANAGED_BY: res.MANAGER})
+async def batch_job_changed(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    """A batch run started or finished: the owner's status shows the last run (`batch.py`)."""
+    owner = labels.get(res.LABEL_INSTANCE)
+    if owner and namespace is not None:
+        _reconcile_soon(namespace, owner)

@@ -26,6 +26,7 @@ from retail_forecast.core.store import (
     VersionNotFoundError,
     open_store,
 )
+from retail_forecast.operator import batch as batch_runs
 from retail_forecast.operator import resources as res
 from retail_forecast.operator.failures import (
     Failure,
@@ -66,7 +67,7 @@ def _intent(body: dict[str, Any]) -> str:
 def _child(
     namespace: str, kind: str, name: str, write: str, changed: list[str] | None = None
 ) -> dict[str, Any]:
-    owner = name.removesuffix("-blue").removesuffix("-green").removesuffix("-preview")
+    owner = name.removesuffix("-blue").removesuffix("-green").removesuffix("-preview").removesuffix("-batch")
     found: dict[str, Any] = {**_ref(namespace, owner), "child": {"kind": kind, "name": name}, "write": write}
     if changed is not None:
         found["changed"] = changed
@@ -167,7 +168,7 @@ def _conditions(
 ) -> list[dict[str, Any]]:
     previous = {c.get("type"): c for c in old}
     merged = []
-    for kind in ("Ready", "Progressing", "Degraded", "ModelVerified", "Reconciled"):
+    for kind in ("Ready", "Progressing", "Degraded", "ModelVerified", "Reconciled", batch_runs.CONDITION):
         if kind not in new:
             if kind in previous:
                 merged.append(previous[kind])
@@ -390,9 +391,33 @@ class Reconciler:
             extra={**_ref(namespace, name), "step": step.name, "events": [e.reason for e in step.events]},
         )
         await self._apply(body, spec, step, existing)
+        await self._apply_batch(body, spec, step)
+        batch = await self._batch_report(body, spec)
         conditions = {**step.conditions, "ModelVerified": verified_condition, "Reconciled": RECONCILED}
-        await self._report(body, step, conditions, step.events, verified)
+        if batch.condition is not None:
+            conditions[batch_runs.CONDITION] = batch.condition
+        await self._report(body, step, conditions, [*step.events, *batch.events], verified, batch)
         return step.requeue_after
+
+    async def _apply_batch(self, body: dict[str, Any], spec: res.ForecastModelSpec, step: Step) -> None:
+        """The CronJob runs the active version only: none before a version is active, and it follows a
+        promotion or a rollback when `activeVersion` changes (never a preview)."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        active, sha256 = step.status.active_version, step.status.active_sha256
+        if spec.batch is None or active is None or sha256 is None:
+            await self._delete_if_present(namespace, "batch", "v1", "cronjobs", res.cronjob_name(name))
+            return
+        desired = res.cronjob(name, spec, version=active, sha256=sha256)
+        await self._ensure(namespace, "batch", "v1", "cronjobs", desired, None, owner_reference(body))
+
+    async def _batch_report(
+        self, body: dict[str, Any], spec: res.ForecastModelSpec
+    ) -> batch_runs.BatchReport:
+        if spec.batch is None:
+            return batch_runs.BatchReport(None, None, [])
+        meta = body["metadata"]
+        jobs = await self.kube.list("batch", "v1", "jobs", meta["namespace"], res.batch_labels(meta["name"]))
+        return batch_runs.last_run(jobs, (body.get("status") or {}).get("batch"))
 
     async def _verify(self, body: dict[str, Any], spec: res.ForecastModelSpec) -> Verified:
         status = body.get("status") or {}
@@ -518,9 +543,14 @@ class Reconciler:
         conditions: dict[str, Condition],
         events: list[Event],
         verified: Verified | None,
+        batch: batch_runs.BatchReport | None = None,
     ) -> None:
         meta = body["metadata"]
         status = new_status(body, step, conditions, meta["namespace"], meta["name"])
+        if batch is not None:  # None: the spec did not validate, so the last run stays as shown
+            status["batch"] = batch.status
+            if batch.condition is None:  # no batch, or no run finished yet: no verdict to show
+                status["conditions"] = [c for c in status["conditions"] if c["type"] != batch_runs.CONDITION]
         status["verified"] = None
         if verified is not None:
             # Only a spec that validated gets here: an invalid one may have no model at all.

@@ -1,6 +1,7 @@
 """The ForecastModel resource as the operator reads it, and the Kubernetes objects it owns.
 
-Pure data: parsing a ForecastModel's spec and rendering the Deployment, Services and HPA for it. No I/O,
+Pure data: parsing a ForecastModel's spec and rendering the Deployment, Services, HPA and batch CronJob
+for it. No I/O,
 so every object the operator would create can be inspected in a unit test.
 """
 
@@ -30,6 +31,7 @@ MODEL_DIR: Final = "/models/current"
 LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_COLOR: Final = f"{GROUP}/color"
 LABEL_VERSION: Final = f"{GROUP}/model-version"
 ANNOTATION_SHA256: Final = f"{GROUP}/model-sha256"
@@ -86,11 +88,24 @@ class Rollout(_Spec):
     auto_promote: bool = Field(True, alias="autoPromote")
 
 
+class Batch(_Spec):
+    """`forecast predict` on a schedule with the active version (the CRD validates the formats)."""
+
+    schedule: str
+    input: str
+    output: str
+    resources: dict[str, Any] = Field(default_factory=dict)
+    suspend: bool = False
+    active_deadline_seconds: int = Field(3600, ge=60, alias="activeDeadlineSeconds")
+    backoff_limit: int = Field(1, ge=0, le=10, alias="backoffLimit")
+
+
 class ForecastModelSpec(_Spec):
     model: ModelRef
     serving: Serving
     autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling.model_validate({}))
     rollout: Rollout = Field(default_factory=lambda: Rollout.model_validate({}))
+    batch: Batch | None = None
 
     @property
     def replicas(self) -> int:
@@ -117,6 +132,10 @@ def preview_service_name(owner: str) -> str:
     return f"{owner}-preview"
 
 
+def cronjob_name(owner: str) -> str:
+    return f"{owner}-batch"
+
+
 _RESTRICTED: Final = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -125,16 +144,9 @@ _RESTRICTED: Final = {
 }
 
 
-def deployment(
-    owner: str, color: Color, spec: ForecastModelSpec, *, version: str, sha256: str, replicas: int | None
-) -> dict[str, Any]:
-    """The colour's Deployment serving `version`: an init container fetches and verifies the model.
-
-    `replicas` None leaves the count out of the intent: the HPA owns it.
-    """
-    pod_labels = {**labels(owner, color), LABEL_VERSION: version}
-    store_env = [dict(e) for e in spec.serving.env]
-    fetch = {
+def _fetch_container(spec: ForecastModelSpec, version: str, sha256: str) -> dict[str, Any]:
+    """The init container that fetches `version` into MODEL_DIR and verifies it against `sha256`."""
+    return {
         "name": "fetch-model",
         "image": spec.serving.image,
         "args": [
@@ -146,16 +158,57 @@ def deployment(
             "--sha256",
             sha256,
         ],
-        "env": store_env,
+        "env": [dict(e) for e in spec.serving.env],
         "securityContext": _RESTRICTED,
         "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
         "resources": spec.serving.resources,
     }
+
+
+def _model_pod_spec(
+    spec: ForecastModelSpec, version: str, sha256: str, container: dict[str, Any]
+) -> dict[str, Any]:
+    """A pod that runs `container` on the verified model: the scoring pods' and the batch runs' one
+    identity, security context, store settings and volumes."""
+    main = {
+        **container,
+        "image": spec.serving.image,
+        "env": [dict(e) for e in spec.serving.env] + list(container.get("env", [])),
+        "securityContext": _RESTRICTED,
+        "volumeMounts": [
+            {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [_fetch_container(spec, version, sha256)],
+        "containers": [main],
+        "volumes": [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "terminationGracePeriodSeconds": 30,
+        "automountServiceAccountToken": spec.serving.service_account_name is not None,
+        # Always named, in both fields: the API server copies serviceAccountName into the deprecated
+        # serviceAccount and back, so an apply that only dropped it would see it come back.
+        "serviceAccountName": spec.serving.service_account_name or "default",
+        "serviceAccount": spec.serving.service_account_name or "default",
+    }
+
+
+def _identity_labels(spec: ForecastModelSpec) -> dict[str, str]:
+    return {"azure.workload.identity/use": "true"} if spec.serving.service_account_name is not None else {}
+
+
+def deployment(
+    owner: str, color: Color, spec: ForecastModelSpec, *, version: str, sha256: str, replicas: int | None
+) -> dict[str, Any]:
+    """The colour's Deployment serving `version`: an init container fetches and verifies the model.
+
+    `replicas` None leaves the count out of the intent: the HPA owns it.
+    """
+    pod_labels = {**labels(owner, color), LABEL_VERSION: version, **_identity_labels(spec)}
     serve = {
         "name": "serve",
-        "image": spec.serving.image,
         "args": ["serve", "--model-dir", MODEL_DIR, "--port", str(PORT)],
-        "env": store_env,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": "http"},
@@ -167,27 +220,8 @@ def deployment(
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
-        "securityContext": _RESTRICTED,
-        "volumeMounts": [
-            {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
         "resources": spec.serving.resources,
     }
-    pod_spec: dict[str, Any] = {
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "initContainers": [fetch],
-        "containers": [serve],
-        "volumes": [{"name": "model", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
-        "terminationGracePeriodSeconds": 30,
-        "automountServiceAccountToken": spec.serving.service_account_name is not None,
-        # Always named, in both fields: the API server copies serviceAccountName into the deprecated
-        # serviceAccount and back, so an apply that only dropped it would see it come back.
-        "serviceAccountName": spec.serving.service_account_name or "default",
-        "serviceAccount": spec.serving.service_account_name or "default",
-    }
-    if spec.serving.service_account_name is not None:
-        pod_labels["azure.workload.identity/use"] = "true"
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -203,7 +237,81 @@ def deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": dict(SCRAPE_ANNOTATIONS)},
-                "spec": pod_spec,
+                "spec": _model_pod_spec(spec, version, sha256, serve),
+            },
+        },
+    }
+
+
+BATCH_COMPONENT: Final = "batch"
+# Kubernetes expands $(VAR) in args from the container's env: each run writes its own dataset, named
+# after its Job (the CronJob names each scheduled Job uniquely), under the version that made it.
+_JOB_NAME_ENV: Final = "BATCH_JOB_NAME"
+
+
+def batch_labels(owner: str) -> dict[str, str]:
+    """The CronJob's, its Jobs' and their pods' labels: the operator finds the runs by them."""
+    return {**labels(owner), LABEL_COMPONENT: BATCH_COMPONENT}
+
+
+def batch_output(output: str, version: str) -> str:
+    return f"{output.rstrip('/')}/{version}/$({_JOB_NAME_ENV}).parquet"
+
+
+def cronjob(owner: str, spec: ForecastModelSpec, *, version: str, sha256: str) -> dict[str, Any]:
+    """`forecast predict` on `spec.batch.schedule` with the active `version`, fetched and verified by
+    sha256 as the scoring pods do: the intent changes only when the active version (or the spec) does."""
+    batch = spec.batch
+    assert batch is not None, "only a ForecastModel with spec.batch has a CronJob"
+    run_labels = {**batch_labels(owner), LABEL_VERSION: version}
+    predict = {
+        "name": "predict",
+        "args": [
+            "predict",
+            "--data",
+            batch.input,
+            "--model-dir",
+            MODEL_DIR,
+            "--out",
+            batch_output(batch.output, version),
+            "--no-progress",
+        ],
+        "env": [
+            {
+                "name": _JOB_NAME_ENV,
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}},
+            }
+        ],
+        # The last lines of the log (predict's report, or its error) become the Job's failure message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": batch.resources,
+    }
+    pod_spec = {**_model_pod_spec(spec, version, sha256, predict), "restartPolicy": "Never"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": cronjob_name(owner),
+            "labels": run_labels,
+            "annotations": {ANNOTATION_SHA256: sha256},
+        },
+        "spec": {
+            "schedule": batch.schedule,
+            "suspend": batch.suspend,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 300,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": run_labels, "annotations": {ANNOTATION_SHA256: sha256}},
+                "spec": {
+                    "activeDeadlineSeconds": batch.active_deadline_seconds,
+                    "backoffLimit": batch.backoff_limit,
+                    "template": {
+                        "metadata": {"labels": {**run_labels, **_identity_labels(spec)}},
+                        "spec": pod_spec,
+                    },
+                },
             },
         },
     }

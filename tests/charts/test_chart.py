@@ -383,8 +383,8 @@ def test_rbac_has_no_wildcards_secrets_or_pod_access(scenario: str) -> None:
             assert "*" not in rule[field], rule
         assert not {"secrets", "pods", "pods/exec", "configmaps", "serviceaccounts"} & set(rule["resources"])
         assert not {"deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
-        if "delete" in rule["verbs"]:  # children no longer wanted: the preview Service, the HPA
-            assert set(rule["resources"]) <= {"services", "horizontalpodautoscalers"}, rule
+        if "delete" in rule["verbs"]:  # no longer wanted: the preview Service, the HPA, the batch CronJob
+            assert set(rule["resources"]) <= {"services", "horizontalpodautoscalers", "cronjobs"}, rule
 
 
 def test_the_objects_the_operator_builds_are_valid_for_kubernetes_1_28() -> None:

@@ -43,6 +43,7 @@ CHECKED_BY_ADMISSION: Final = {
     ("apps", "deployments", "create"),
     ("", "services", "create"),
     ("autoscaling", "horizontalpodautoscalers", "create"),
+    ("batch", "cronjobs", "create"),
 }
 SCENARIOS: Final = {
     "all-namespaces": {},
@@ -60,6 +61,11 @@ def forecast_model(namespace: str, store: Store) -> dict[str, Any]:
             "serving": {"image": "registry.local/inference:1"},
             "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4},
             "rollout": {"progressDeadlineSeconds": 600, "scaleDownDelaySeconds": 1, "autoPromote": False},
+            "batch": {
+                "schedule": "0 2 * * *",
+                "input": "/data/sales.parquet",
+                "output": "azureblob://runs/demand",
+            },
         },
     }
 
@@ -85,8 +91,8 @@ def replicas(client: Client, namespace: str, name: str) -> int | None:
 
 
 def drive_a_rollout(client: Client, namespace: str, store: Store) -> None:
-    """create → Ready → upgrade → promotion → autoscaling off → delete, each step waited for as a user
-    would see it."""
+    """create → Ready → upgrade → promotion → autoscaling off → batch off → delete, each step waited for
+    as a user would see it."""
     fms = client.resource(FM_API, res.KIND)
     fms.create(body=forecast_model(namespace, store), namespace=namespace)
     wait_until(lambda: client.read("apps/v1", "Deployment", "demand-blue", namespace), what="demand-blue")
@@ -114,6 +120,11 @@ def drive_a_rollout(client: Client, namespace: str, store: Store) -> None:
     )
     hpa = ("autoscaling/v2", "HorizontalPodAutoscaler", "demand", namespace)
     wait_until(lambda: client.read(*hpa) is None, what="the HPA deleted")
+    cronjob = ("batch/v1", "CronJob", res.cronjob_name("demand"), namespace)
+    assert client.read(*cronjob) is not None
+    no_batch = {"spec": {"batch": None}}
+    fms.patch(body=no_batch, name="demand", namespace=namespace, content_type="application/merge-patch+json")
+    wait_until(lambda: client.read(*cronjob) is None, what="the CronJob deleted")
 
     fms.delete(name="demand", namespace=namespace)
     # The garbage collector follows the owner references; the operator then finds nothing to do. The

@@ -28,7 +28,7 @@ FINAL_QUIET_SECONDS: Final = 30.0
 
 
 def matrix(store: Store) -> list[tuple[str, dict[str, Any]]]:
-    """(what, merge patch of the spec): every field of model, serving, autoscaling and rollout."""
+    """(what, merge patch of the spec): every field of model, serving, autoscaling, rollout and batch."""
     return [
         ("model.sha256 set", {"model": {"sha256": store.sha["1"]}}),
         ("model.version changed", {"model": {"version": "2", "sha256": store.sha["2"]}}),
@@ -55,6 +55,10 @@ def matrix(store: Store) -> list[tuple[str, dict[str, Any]]]:
         ("rollout.scaleDownDelaySeconds changed", {"rollout": {"scaleDownDelaySeconds": 5}}),
         ("rollout.autoPromote off", {"rollout": {"autoPromote": False}}),
         ("rollout removed", {"rollout": None}),
+        ("batch set", {"batch": {"schedule": "0 2 * * *", "input": "/data/s.csv", "output": "/runs"}}),
+        ("batch.resources set", {"batch": {"resources": {"requests": {"cpu": "500m"}}}}),
+        ("batch.suspend on", {"batch": {"suspend": True}}),
+        ("batch removed", {"batch": None}),
         ("model.version back", {"model": {"version": "1"}}),
     ]
 

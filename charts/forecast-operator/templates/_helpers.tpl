@@ -88,6 +88,15 @@ real API server: every rule must be used, and nothing used may be missing.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, create, patch, delete]
+# The batch CronJob (spec.batch): read before a write, deleted when spec.batch is removed.
+- apiGroups: [batch]
+  resources: [cronjobs]
+  verbs: [get, create, patch, delete]
+# The Jobs it makes: kopf watches them (labelled managed-by), the reconciler lists them by label for
+# status.batch. Pods are never read.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch]
 # kopf.event() posts core v1 Events in the ForecastModel's namespace.
 - apiGroups: [""]
   resources: [events]
