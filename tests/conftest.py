@@ -4,9 +4,11 @@ real Kubernetes control plane."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -104,3 +106,13 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         report.longrepr = f"skipped, and FORECAST_CI_NO_SKIP=1 forbids skips: {reason}"
     return report
+
+
+def _interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, `kill`) stops the run as Ctrl-C does: pytest then tears its fixtures down,
+    so no control plane, Azurite or operator outlives it. Only SIGKILL still leaves them running."""
+    signal.signal(signal.SIGTERM, _interrupted)
