@@ -128,6 +128,8 @@ async def _reconcile_in_turn(namespace: str, name: str) -> None:
         else:
             _raised.pop(key, None)
         _reconcile_later(namespace, name, again)
+    if key not in _waiting:  # nobody queued behind this turn: its lock is made afresh when one comes
+        _turns.pop(key, None)
 
 
 def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -138,8 +140,18 @@ def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:
 
 @kopf.on.event(res.GROUP, res.VERSION, res.PLURAL)
 async def forecast_model_changed(type: str, namespace: str | None, name: str, **_: Any) -> None:
-    if type != "DELETED" and namespace is not None:
+    if namespace is None:
+        return
+    if type == "DELETED":  # the garbage collector removes its children
+        _forget(namespace, name)
+    else:
         _reconcile_soon(namespace, name)
+
+
+def _forget(namespace: str, name: str) -> None:
+    """A deleted object keeps nothing here: its pending timer is cancelled, its failure count dropped."""
+    _reconcile_later(namespace, name, None)
+    _raised.pop((namespace, name), None)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={res.LABEL_MANAGED_BY: res.MANAGER})

@@ -21,6 +21,7 @@ def test_a_reconcile_that_raises_is_retried_with_a_growing_backoff(
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     monkeypatch.setattr(handlers, "_timers", {})  # this test's own handler state
     monkeypatch.setattr(handlers, "_raised", {})
+    monkeypatch.setattr(handlers, "_turns", {})
     monkeypatch.setattr(handlers, "_state", {})
     key = ("shop", "demand")
 
@@ -39,3 +40,17 @@ def test_a_reconcile_that_raises_is_retried_with_a_growing_backoff(
     first, second = asyncio.run(raise_twice())
     assert first == pytest.approx(PERMANENT_FIRST_SECONDS, abs=1)
     assert second == pytest.approx(2 * PERMANENT_FIRST_SECONDS, abs=1)
+    assert handlers._turns == {}  # a finished turn keeps no lock: the operator's state does not grow
+
+
+def test_a_deleted_forecast_model_is_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its pending retry is cancelled and its failure count dropped: nothing is kept per deleted object."""
+    monkeypatch.setattr(handlers, "_timers", {})
+    monkeypatch.setattr(handlers, "_raised", {("shop", "demand"): 3})
+
+    async def delete() -> None:  # timers need a running loop
+        handlers._reconcile_later("shop", "demand", 600.0)
+        handlers._forget("shop", "demand")
+
+    asyncio.run(delete())
+    assert (handlers._timers, handlers._raised) == ({}, {})
