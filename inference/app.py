@@ -460,6 +460,7 @@ def create_app(
         responses={
             400: {"description": "bad input"},
             404: {"description": "unknown model"},
+            408: {"description": f"the body not received within {limits.body_timeout_seconds:g} s"},
             413: {"description": f"more than {limits.max_batch_rows} rows, or a body too large for them"},
             **busy,
         },
@@ -508,6 +509,7 @@ def create_app(
         tags=["forecast"],
         response_model=ForecastResponse,
         responses={
+            408: {"description": f"the body not received within {limits.body_timeout_seconds:g} s"},
             413: {"description": f"a body over {limits.max_forecast_bytes} bytes, or a list over its limit"},
             422: {"description": "a series the model cannot forecast"},
             **busy,
@@ -553,4 +555,31 @@ def create_app(
         body_timeout=limits.body_timeout_seconds,
     )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log)
+    generated = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = without_validation_errors(generated())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+VALIDATION_ERROR_REF: Final = "#/components/schemas/HTTPValidationError"
+
+
+def without_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents a 422 `{"detail": …}` on every route with parameters or a body; this service never
+    answers that shape (its refusals are `{"error": …}`, declared per route), so the schema drops it."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            content = responses.get("422", {}).get("content", {}).get("application/json", {})
+            if content.get("schema", {}).get("$ref") == VALIDATION_ERROR_REF:
+                del responses["422"]
+    components = schema.get("components", {}).get("schemas", {})
+    if VALIDATION_ERROR_REF not in orjson.dumps(schema.get("paths", {})).decode():
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+    return schema

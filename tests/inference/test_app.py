@@ -313,3 +313,17 @@ def test_a_history_limit_below_what_the_model_reads_keeps_it_from_ready(model_di
         ready = test_client.get("/v2/health/ready")
         assert ready.status_code == 503
         assert "max_history_periods 10 is below the model's min_history 56" in ready.json()["reason"]
+
+
+def test_the_openapi_schema_documents_only_the_error_shape_the_service_answers(client: TestClient) -> None:
+    """FastAPI would document a 422 `{"detail": …}` on every route with a parameter; none answers it."""
+    schema = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in str(schema)
+    documented = {
+        (method, path): sorted(operation["responses"])
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert documented[("get", "/v2/models/{name}")] == ["200", "404"]
+    assert documented[("post", "/v2/models/{name}/infer")] == ["200", "400", "404", "408", "413", "503"]
+    assert documented[("post", "/v1/forecast")] == ["200", "408", "413", "422", "503"]
