@@ -157,7 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-access-log", dest="access_log", action="store_const", const=False, default=None)
 
     predict = commands.add_parser("predict", help="forecast every series of a dataset into one Parquet run")
-    predict.add_argument("--data", type=Path, required=True, help="sales .csv/.parquet, or an M5 directory")
+    predict.add_argument(
+        "--data",
+        required=True,
+        help="sales .csv/.parquet (a path or azureblob://container/path), or an M5 directory",
+    )
+    predict.add_argument(
+        "--max-input-bytes",
+        type=_positive_int,
+        default=None,
+        help="refuse a blob --data larger than this before downloading it (default 20 GiB)",
+    )
     _add_model_source(predict)
     predict.add_argument(
         "--origin",
@@ -469,6 +479,7 @@ def _predict(args: argparse.Namespace) -> int:
             horizon=args.horizon,
             chunk_series=args.chunk_series,
             progress=args.progress,
+            max_input_bytes=args.max_input_bytes,
         )
     except DataError as exc:
         return _fail(str(exc), EXIT_USAGE)

@@ -26,6 +26,12 @@ import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 from tqdm import tqdm
 
+from retail_forecast.batch.input import (
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
+    local_input,
+    unsupported_suffix,
+)
 from retail_forecast.batch.output import write_forecasts
 from retail_forecast.core import features as feat
 from retail_forecast.core.data import Panel, build_panel, validate_sales
@@ -102,8 +108,9 @@ class PredictReport:
         ]
 
 
-def _parts(path: Path) -> Iterator[tuple[pd.DataFrame, int, bool]]:
-    """The raw file in parts of `READ_ROWS`: (frame, first row, is CSV); an M5 folder in one part."""
+def _parts(path: Path, source: str) -> Iterator[tuple[pd.DataFrame, int, bool]]:
+    """The raw file in parts of `READ_ROWS`: (frame, first row, is CSV); an M5 folder in one part.
+    Errors name `source` (what the user gave, e.g. a blob URI), not a temporary copy."""
     suffix = path.suffix.lower()
     if path.is_dir():
         from retail_forecast.core.m5 import load_m5  # noqa: PLC0415
@@ -111,9 +118,9 @@ def _parts(path: Path) -> Iterator[tuple[pd.DataFrame, int, bool]]:
         yield load_m5(path), 0, False
         return
     if not path.exists():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{source}: no such file")
     offset = 0
-    if suffix == ".csv":
+    if suffix in CSV_SUFFIXES:
         try:
             with pd.read_csv(
                 path, dtype=str, keep_default_na=False, na_values=[""], chunksize=READ_ROWS
@@ -122,9 +129,9 @@ def _parts(path: Path) -> Iterator[tuple[pd.DataFrame, int, bool]]:
                     yield frame, offset, True
                     offset += len(frame)
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+            raise DataError(f"{source}: not a readable CSV file ({exc})") from None
         return
-    if suffix in {".parquet", ".pq"}:
+    if suffix in PARQUET_SUFFIXES:
         try:
             batches = pq.ParquetFile(path).iter_batches(batch_size=READ_ROWS)
             for batch in batches:
@@ -132,25 +139,28 @@ def _parts(path: Path) -> Iterator[tuple[pd.DataFrame, int, bool]]:
                 yield frame, offset, False
                 offset += len(frame)
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+            raise DataError(f"{source}: not a readable Parquet file ({exc})") from None
         return
-    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .parquet or an M5 folder")
+    raise unsupported_suffix(source, suffix)
 
 
-def read_window(path: Path, freq: Freq, window: int, origin: pd.Timestamp | None) -> pd.DataFrame:
+def read_window(
+    path: Path, freq: Freq, window: int, origin: pd.Timestamp | None, source: str | None = None
+) -> pd.DataFrame:
     """The validated rows of the `window` periods ending at `origin` (default: the data's last date).
 
     Every part is validated as training validates a file (errors name the file's row); rows after the
     origin and before the window are dropped as soon as they are known to be, so memory holds about
     series × window rows.
     """
+    source = source or str(path)
     span = pd.Timedelta(days=freq.days * (window - 1))
     kept: list[pd.DataFrame] = []
     latest: pd.Timestamp | None = origin
-    for raw, first_row, csv in _parts(path):
+    for raw, first_row, csv in _parts(path, source):
         if raw.empty:
             continue
-        frame = validate_sales(raw, source=str(path), csv=csv, first_row=first_row)
+        frame = validate_sales(raw, source=source, csv=csv, first_row=first_row)
         if origin is not None:
             frame = frame[frame[DATE] <= origin]
         elif latest is None or frame[DATE].max() > latest:
@@ -160,9 +170,9 @@ def read_window(path: Path, freq: Freq, window: int, origin: pd.Timestamp | None
         # series keys as categories: the window's rows hold one code per row, not one string object each
         kept.append(frame[frame[DATE] >= latest - span].astype({STORE: "category", ITEM: "category"}))
     if latest is None:
-        raise DataError(f"{path}: no data rows")
+        raise DataError(f"{source}: no data rows")
     if not any(len(f) for f in kept):
-        raise DataError(f"{path}: no rows in the {window} periods up to the origin {latest.date()}")
+        raise DataError(f"{source}: no rows in the {window} periods up to the origin {latest.date()}")
     rows = pd.DataFrame(
         {
             column: union_categoricals([f[column] for f in kept], sort_categories=True)
@@ -175,7 +185,7 @@ def read_window(path: Path, freq: Freq, window: int, origin: pd.Timestamp | None
     if duplicated.any():
         first = rows[duplicated].iloc[0]
         raise DataError(
-            f"{path}: duplicate (date, store_id, item_id) = ({first[DATE].date()}, {first[STORE]}, "
+            f"{source}: duplicate (date, store_id, item_id) = ({first[DATE].date()}, {first[STORE]}, "
             f"{first[ITEM]}); {int(duplicated.sum())} rows are duplicates"
         )
     return rows.sort_values([STORE, ITEM, DATE], kind="stable").reset_index(drop=True)
@@ -277,7 +287,7 @@ def forecast_chunks(
 
 
 def predict(
-    data: Path,
+    data: Path | str,
     model: LoadedModel,
     out: str,
     *,
@@ -285,16 +295,19 @@ def predict(
     horizon: int | None = None,
     chunk_series: int = DEFAULT_CHUNK_SERIES,
     progress: bool = False,
+    max_input_bytes: int | None = None,
 ) -> PredictReport:
     """Forecast every series of `data` that has sales at the origin and enough history; write one
-    Parquet run to `out` (local path or azureblob://), all of it or nothing."""
+    Parquet run to `out` (local path or azureblob://), all of it or nothing. `data` may be a blob
+    (`batch/input.py`), copied locally while it is read."""
     manifest = model.manifest
     horizon = horizon or manifest.horizon
     if horizon > manifest.horizon:
         raise DataError(f"horizon: {horizon} is beyond the model's horizon {manifest.horizon}")
     freq = Freq(manifest.freq)
     window = history_window(manifest.min_history, freq)
-    rows = read_window(data, freq, window, origin)
+    with local_input(data, max_input_bytes) as path:
+        rows = read_window(path, freq, window, origin, source=str(data))
     origin = origin if origin is not None else pd.Timestamp(rows[DATE].max())
     panel = window_panel(rows, freq, window, origin, str(data))
     del rows  # the panel holds the window now

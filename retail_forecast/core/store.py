@@ -58,6 +58,7 @@ __all__ = [
     "StoreUnavailableError",
     "VersionExistsError",
     "VersionNotFoundError",
+    "azure_errors",
     "open_store",
 ]
 
@@ -496,30 +497,31 @@ class _AzureBackend:
                     raise
                 return []
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Translate SDK errors into store errors that name the URI and never carry credentials."""
-        try:
-            yield
-        except (_ExistsError, _NotFoundError):
-            raise
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise StoreUnavailableError(f"model store {self._uri} is unreachable: {_redact(exc)}") from None
-        except ClientAuthenticationError as exc:
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return azure_errors(f"model store {self._uri}")
+
+
+@contextlib.contextmanager
+def azure_errors(subject: str) -> Iterator[None]:
+    """Translate SDK errors into store errors that name `subject` and never carry credentials."""
+    try:
+        yield
+    except (_ExistsError, _NotFoundError):
+        raise
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise StoreUnavailableError(f"{subject} is unreachable: {_redact(exc)}") from None
+    except ClientAuthenticationError as exc:
+        raise StoreAccessDeniedError(f"{subject} refused the credentials: {_redact(exc)}") from None
+    except HttpResponseError as exc:
+        if exc.status_code in {401, 403}:  # a wrong key (a bad signature) or a role not granted
             raise StoreAccessDeniedError(
-                f"model store {self._uri} refused the credentials: {_redact(exc)}"
+                f"{subject} refused the credentials: HTTP {exc.status_code} {_error_code(exc) or exc.reason}"
             ) from None
-        except HttpResponseError as exc:
-            if exc.status_code in {401, 403}:  # a wrong key (a bad signature) or a role not granted
-                raise StoreAccessDeniedError(
-                    f"model store {self._uri} refused the credentials: HTTP {exc.status_code} "
-                    f"{_error_code(exc) or exc.reason}"
-                ) from None
-            raise StoreError(
-                f"model store {self._uri} failed: HTTP {exc.status_code} {_error_code(exc) or exc.reason}"
-            ) from None
-        except AzureError as exc:
-            raise StoreError(f"model store {self._uri} failed: {_redact(exc)}") from None
+        raise StoreError(
+            f"{subject} failed: HTTP {exc.status_code} {_error_code(exc) or exc.reason}"
+        ) from None
+    except AzureError as exc:
+        raise StoreError(f"{subject} failed: {_redact(exc)}") from None
 
 
 def _error_code(exc: HttpResponseError) -> str | None:

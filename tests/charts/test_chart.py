@@ -496,6 +496,23 @@ def test_crd_schema_rejects_invalid_specs(mutate: Any) -> None:
     assert not fm_validator().is_valid(obj)
 
 
+@pytest.mark.parametrize(
+    ("data", "valid"),
+    [
+        ("/data/sales.parquet", True),
+        ("azureblob://sales/daily/2026-11-28.csv", True),
+        ("sales.csv", False),
+        ("azureblob://sales", False),  # a container, no blob
+        ("azureblob://Sales/daily.csv", False),
+        ("s3://sales/daily.csv", False),
+    ],
+)
+def test_batch_input_is_a_path_in_the_pod_or_a_blob(data: str, valid: bool) -> None:
+    obj = load_yaml(K8S / "examples" / "forecastmodel-demand.yaml")[0]
+    obj["spec"]["batch"] = {"schedule": "0 2 * * *", "input": data, "output": "azureblob://runs/demand"}
+    assert fm_validator().is_valid(obj) is valid
+
+
 def test_min_above_max_replicas_is_a_cel_rule() -> None:
     """minReplicas <= maxReplicas is a CEL rule (x-kubernetes-validations): only an API server evaluates it.
 
