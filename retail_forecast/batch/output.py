@@ -23,14 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    AzureError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.storage.blob import BlobBlock, BlobClient
 
-from retail_forecast.core.store import StoreError, container_client, split_azureblob
+from retail_forecast.core.store import StoreError, azure_errors, container_client, split_azureblob
 
 BLOCK_BYTES: Final = 8 << 20
 
@@ -60,13 +59,13 @@ def _blob(target: str, *, create_container: bool = False) -> BlobClient:
 
 @contextlib.contextmanager
 def _azure_errors(target: str) -> Iterator[None]:
-    try:
-        yield
-    except (ResourceExistsError, ResourceModifiedError):
-        raise OutputExistsError(f"{target} already exists; a forecast run is written once") from None
-    except AzureError as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise StoreError(f"{target}: {type(exc).__name__}: {first.split('?')[0][:200]}") from None
+    """The store's translation (unreachable, access denied, credentials never shown), plus one of ours: a
+    blob that exists already, or appeared while the run was written, is a run that must not be replaced."""
+    with azure_errors(target):
+        try:
+            yield
+        except (ResourceExistsError, ResourceModifiedError):
+            raise OutputExistsError(f"{target} already exists; a forecast run is written once") from None
 
 
 class _StagedBlocks(io.RawIOBase):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,8 @@ from azure.storage.blob import ContainerClient
 
 from retail_forecast.batch import output
 from retail_forecast.batch.output import OutputExistsError, read_forecasts, write_forecasts
-from retail_forecast.core.store import StoreError
-from tests.azurite import Azurite
+from retail_forecast.core.store import StoreAccessDeniedError, StoreError
+from tests.azurite import ACCOUNT_KEY, Azurite
 
 SCHEMA = pa.schema(
     [pa.field("store_id", pa.string()), pa.field("yhat", pa.float32())], metadata={"model_name": "demand"}
@@ -91,3 +92,16 @@ def test_blob_run_never_replaces_one_that_appeared_meanwhile(container: Containe
     with pytest.raises(OutputExistsError):
         write_forecasts(f"azureblob://{container.container_name}/{name}", SCHEMA, racing())
     assert container.download_blob(name).readall() == b"the other run"
+
+
+def test_a_wrong_key_for_the_output_is_access_denied_without_leaking_it(
+    container: ContainerClient, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's output is refused as the model store and the input are: access denied, key not shown."""
+    wrong = base64.b64encode(b"not the account key of this account").decode()
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string.replace(ACCOUNT_KEY, wrong)
+    )
+    with pytest.raises(StoreAccessDeniedError, match="refused the credentials") as caught:
+        write_forecasts(f"azureblob://{container.container_name}/forecasts/x.parquet", SCHEMA, chunks(1))
+    assert wrong not in str(caught.value) and ACCOUNT_KEY not in str(caught.value)
