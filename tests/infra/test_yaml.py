@@ -12,7 +12,19 @@ import yaml
 from tests.infra.iac import REPO
 
 PIPELINE = REPO / "azure-pipelines.yml"
-STAGES = ["build", "test", "train", "gate", "publish_model", "images", "deploy", "verify", "endpoint"]
+STAGES = [
+    "build",
+    "test",
+    "evaluate_live",
+    "train",
+    "gate",
+    "publish_model",
+    "images",
+    "deploy",
+    "verify",
+    "endpoint",
+    "promote",
+]
 
 
 def test_yamllint_clean() -> None:
