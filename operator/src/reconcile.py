@@ -487,10 +487,15 @@ class Reconciler:
         if "replicas" in desired["spec"] or not res.manages_replicas(current, res.MANAGER):
             return
         assert current is not None
+        # The count is the one this reconcile read; resourceVersion makes the apply a precondition, so a
+        # scale that landed since (the HPA, a user) is a 409 and the retry reads it, never undoes it.
         keep = {
             "apiVersion": desired["apiVersion"],
             "kind": desired["kind"],
-            "metadata": {"name": desired["metadata"]["name"]},
+            "metadata": {
+                "name": desired["metadata"]["name"],
+                "resourceVersion": current["metadata"]["resourceVersion"],
+            },
             "spec": {"replicas": int(current["spec"].get("replicas", 1))},
         }
         await self.kube.apply(

@@ -144,11 +144,20 @@ def test_ready_holds_while_the_hpa_scales_up(
             body={"spec": {"replicas": 5}}, name="demand-blue", namespace=namespace, content_type=MERGE
         )
 
+        seen: list[Any] = []
+
         def scaled() -> bool:
-            found = cluster.deployment("demand-blue").get("status", {})
+            deployment = cluster.deployment("demand-blue")
+            found = deployment.get("status", {})
+            seen[:] = [deployment.get("spec", {}).get("replicas"), found]
             return (found.get("replicas"), found.get("availableReplicas")) == (5, 2)
 
-        wait_until(scaled, what="5 replicas, 2 available")
+        # The Deployment and ReplicaSet controllers count the new pods: under a loaded CI host once took
+        # over 30 s (it takes under a second on a quiet one); what they had reached is in the message.
+        try:
+            wait_until(scaled, timeout=120, what="5 replicas, 2 available")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen spec.replicas, status: {seen}") from None
         decisions = len([line for line in operator.log() if "step" in line])
         # An unrelated edit makes the operator look at the scaled Deployment once more.
         cluster.client.resource(FM_API, res.KIND).patch(
