@@ -18,7 +18,6 @@ panel, ever exists.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -130,22 +129,9 @@ def build_features(panel: Panel, rows: Rows, spec: feat.FeatureSpec) -> npt.NDAr
             continue
         picked = order[lo:hi]
         out[picked] = feat.build_features(
-            _series_slice(panel, chunk), series[picked] - chunk.start, origin[picked], horizon[picked], spec
+            panel.select_series(chunk), series[picked] - chunk.start, origin[picked], horizon[picked], spec
         )
     return out
-
-
-def _series_slice(panel: Panel, chunk: slice) -> Panel:
-    """The panel restricted to a contiguous run of series (views, no copies)."""
-    return dataclasses.replace(
-        panel,
-        store_ids=panel.store_ids[chunk],
-        item_ids=panel.item_ids[chunk],
-        sales=panel.sales[chunk],
-        price=panel.price[chunk],
-        promo=panel.promo[chunk],
-        event=panel.event[chunk],
-    )
 
 
 @dataclass(frozen=True)

@@ -219,19 +219,6 @@ def window_panel(rows: pd.DataFrame, freq: Freq, window: int, origin: pd.Timesta
     )
 
 
-def _subset(panel: Panel, index: np.ndarray) -> Panel:
-    return Panel(
-        freq=panel.freq,
-        dates=panel.dates,
-        store_ids=panel.store_ids[index],
-        item_ids=panel.item_ids[index],
-        sales=panel.sales[index],
-        price=panel.price[index],
-        promo=panel.promo[index],
-        event=panel.event[index],
-    )
-
-
 def forecast_chunks(
     model: LoadedModel,
     panel: Panel,
@@ -256,7 +243,7 @@ def forecast_chunks(
     origin_day = panel.dates[last].date()
     step = np.timedelta64(panel.freq.days, "D")
     for start in range(0, len(usable), chunk_series):
-        chunk = _subset(panel, usable[start : start + chunk_series])
+        chunk = panel.select_series(usable[start : start + chunk_series])
         _, _, rows = forecast_features(chunk, horizon)
         n = chunk.n_series
         with np.errstate(over="ignore", invalid="ignore"):

@@ -14,7 +14,7 @@ explicit policy and counted in a `DataReport`, never silently:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,18 @@ class Panel:
     @property
     def n_periods(self) -> int:
         return int(self.sales.shape[1])
+
+    def select_series(self, which: slice | npt.NDArray[np.intp]) -> Panel:
+        """The panel restricted to some series, on the same calendar (a slice gives views, no copies)."""
+        return replace(
+            self,
+            store_ids=self.store_ids[which],
+            item_ids=self.item_ids[which],
+            sales=self.sales[which],
+            price=self.price[which],
+            promo=self.promo[which],
+            event=self.event[which],
+        )
 
     def fingerprint(self) -> str:
         """A digest of exactly what training saw, so a manifest names its data without shipping it."""
