@@ -57,6 +57,8 @@ def test_a_version_that_never_becomes_available_is_abandoned_and_blue_keeps_serv
         wait_until(
             lambda: cluster.condition("Degraded") == ("True", "ProgressDeadlineExceeded"), what="Degraded"
         )
+        # kopf posts Events from a queue after the status write: wait for it, then count.
+        wait_until(lambda: events(cluster, "RolledBack"), what="the RolledBack Event")
         assert [e["type"] for e in events(cluster, "RolledBack")] == ["Warning"]
         assert (cluster.selected("demand"), cluster.hpa_target()) == ("blue", "demand-blue")
         assert cluster.read("v1", "Service", "demand-preview") is None
