@@ -338,7 +338,11 @@ def create_app(
             metrics.golden_deviation.set(deviation)
             metrics.info.info({"name": manifest.name, "version": manifest.version, "sha256": manifest.sha256})
             state.batcher = Batcher(
-                model.predict, coalesce_rows, OFFLOAD_ROWS, limits.max_queue_rows, metrics.batch_rows.observe
+                model.predict_all,
+                coalesce_rows,
+                OFFLOAD_ROWS,
+                limits.max_queue_rows,
+                metrics.batch_rows.observe,
             )
             state.model = model
             metrics.state.state("ready")
@@ -431,13 +435,17 @@ def create_app(
                 "versions": [manifest.version],
                 "platform": "onnxruntime_onnx",
                 "inputs": [{"name": model.input_name, "datatype": DATATYPE, "shape": [-1, model.n_features]}],
-                "outputs": [{"name": model.output_name, "datatype": DATATYPE, "shape": [-1]}],
+                "outputs": [
+                    {"name": name, "datatype": DATATYPE, "shape": [-1]} for name in model.output_names
+                ],
                 "parameters": {
                     "sha256": manifest.sha256,
                     "features": manifest.features.names,
                     "freq": manifest.freq,
                     "horizon": manifest.horizon,
                     "min_history": manifest.min_history,
+                    # which output holds which quantile level (none for a point-only model)
+                    "quantiles": dict(zip(model.quantile_outputs, model.quantile_levels, strict=True)),
                 },
             }
         )
@@ -489,7 +497,13 @@ def create_app(
             "model_name": manifest.name,
             "model_version": manifest.version,
             "outputs": [
-                {"name": model.output_name, "datatype": DATATYPE, "shape": [len(rows)], "data": predictions}
+                {
+                    "name": name,
+                    "datatype": DATATYPE,
+                    "shape": [len(rows)],
+                    "data": np.ascontiguousarray(predictions[:, k]),
+                }
+                for k, name in enumerate(model.output_names)
             ],
         }
         if request_id is not None:
@@ -532,7 +546,7 @@ def create_app(
         except (ForecastInputError, DataError) as exc:
             raise BadRequest(str(exc), status=422) from None
         forecast_rows.inc(sum(len(s.points) for s in result.forecasts))
-        return result.model_dump_json().encode()
+        return result.model_dump_json(exclude_none=True).encode()  # no "quantiles" from a point-only model
 
     async def forecast_work(_: Scope, body: bytes) -> bytes:
         model = ready_model()

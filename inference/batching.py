@@ -66,7 +66,8 @@ class Batcher:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     async def predict(self, rows: Rows) -> Rows:
-        """One prediction per row of `rows`, in order, whether scored alone or with others."""
+        """The rows of `predict`'s answer that belong to `rows` (one per row, in order), whether scored
+        alone or with others."""
         future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
         self._waiting.append((rows, future))
         self._queued_rows += len(rows)

@@ -100,6 +100,12 @@ def request_model(limits: Limits) -> type[ForecastRequest]:
 class ForecastPoint(BaseModel):
     date: dt.date
     yhat: float
+    quantiles: dict[str, float] | None = Field(
+        default=None,
+        description='only from a model with quantile outputs: the forecast at each level, e.g. {"0.1": …, '
+        '"0.5": …, "0.9": …}, never decreasing with the level',
+        examples=[{"0.1": 3.0, "0.5": 5.0, "0.9": 9.0}],
+    )
 
 
 class SeriesForecast(BaseModel):
@@ -245,8 +251,9 @@ def forecast(model: LoadedModel, request: ForecastRequest, max_history_periods: 
         panel, horizon, _frame(future, [0.0] * len(future)) if future else None
     )
     n = extended.n_series
-    yhat = model.predict(rows).reshape(n, horizon)
-    overflowed = ~np.isfinite(yhat).all(axis=1)
+    outputs = model.predict_all(rows).reshape(n, horizon, -1)  # point, then quantiles by level
+    yhat = outputs[:, :, 0]
+    overflowed = ~np.isfinite(outputs).all(axis=(1, 2))
     if overflowed.any():
         k = int(np.flatnonzero(overflowed)[0])
         index = next(
@@ -263,6 +270,7 @@ def forecast(model: LoadedModel, request: ForecastRequest, max_history_periods: 
         (str(s), str(i)): k
         for k, (s, i) in enumerate(zip(extended.store_ids, extended.item_ids, strict=True))
     }
+    levels = [f"{level:g}" for level in model.quantile_levels]
     forecasts = []
     for series in request.series:
         k = by_key[series.store_id, series.item_id]
@@ -272,7 +280,12 @@ def forecast(model: LoadedModel, request: ForecastRequest, max_history_periods: 
                 store_id=series.store_id,
                 item_id=series.item_id,
                 points=[
-                    ForecastPoint(date=d.date(), yhat=float(v)) for d, v in zip(dates, yhat[k], strict=True)
+                    ForecastPoint(
+                        date=d.date(),
+                        yhat=float(v),
+                        quantiles=dict(zip(levels, map(float, q), strict=True)) if levels else None,
+                    )
+                    for d, v, q in zip(dates, yhat[k], outputs[k, :, 1:], strict=True)
                 ],
             )
         )

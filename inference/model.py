@@ -1,4 +1,8 @@
-"""The loaded model: one onnxruntime session, its manifest, and the self-check that gates readiness."""
+"""The loaded model: one onnxruntime session, its manifest, and the self-check that gates readiness.
+
+A graph has one input and either one output (the point forecast) or that output plus the quantile
+outputs its manifest names (`manifest.quantiles`); models made before quantiles keep loading.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,18 @@ class LoadedModel:
     input_name: str
     output_name: str
     load_seconds: float
+    # The quantile outputs by increasing level (`q0.1`, …); empty for a point-only model.
+    quantile_outputs: tuple[str, ...] = ()
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Every output, the point forecast first: the columns of `predict_all`."""
+        return (self.output_name, *self.quantile_outputs)
+
+    @property
+    def quantile_levels(self) -> tuple[float, ...]:
+        quantiles = self.manifest.quantiles
+        return tuple(q.level for q in quantiles.outputs) if quantiles else ()
 
     @property
     def n_features(self) -> int:
@@ -33,12 +49,19 @@ class LoadedModel:
         (output,) = self.session.run([self.output_name], {self.input_name: features})
         return np.asarray(output, dtype=np.float32).reshape(-1)
 
+    def predict_all(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Every output in one run: [N, 1 + quantiles], columns as `output_names`."""
+        outputs = self.session.run(list(self.output_names), {self.input_name: features})
+        return np.column_stack([np.asarray(output, dtype=np.float32).reshape(-1) for output in outputs])
+
     def self_check(self) -> float:
-        """Replay the golden sample; return the largest deviation or raise `SelfCheckError`."""
+        """Replay the golden sample on every output; return the largest deviation or raise
+        `SelfCheckError`."""
         golden = self.manifest.golden
         inputs = np.asarray(golden.inputs, dtype=np.float32)
-        expected = np.asarray(golden.outputs, dtype=np.float64)
-        actual = self.predict(inputs).astype(np.float64)
+        quantiles = self.manifest.quantiles.outputs if self.manifest.quantiles else []
+        expected = np.column_stack([golden.outputs, *(q.golden for q in quantiles)]).astype(np.float64)
+        actual = self.predict_all(inputs).astype(np.float64)
         if actual.shape != expected.shape:
             raise SelfCheckError(
                 f"golden sample: model returned {actual.shape[0]} values for {len(expected)} rows"
@@ -46,10 +69,12 @@ class LoadedModel:
         deviation = np.abs(actual - expected) / np.maximum(np.abs(expected), 1.0)
         worst = float(deviation.max())
         if not np.all(np.isfinite(actual)) or worst > golden.tolerance:
-            row = int(np.nanargmax(np.where(np.isfinite(deviation), deviation, np.inf)))
+            flat = int(np.nanargmax(np.where(np.isfinite(deviation), deviation, np.inf)))
+            row, column = divmod(flat, actual.shape[1])
             raise SelfCheckError(
-                f"golden sample row {row}: model gives {actual[row]:.6g}, manifest says {expected[row]:.6g} "
-                f"(relative deviation {deviation[row]:.2e} > tolerance {golden.tolerance:.0e})"
+                f"golden sample row {row}, output {self.output_names[column]}: model gives "
+                f"{actual[row, column]:.6g}, manifest says {expected[row, column]:.6g} "
+                f"(relative deviation {deviation[row, column]:.2e} > tolerance {golden.tolerance:.0e})"
             )
         return worst
 
@@ -64,9 +89,12 @@ def load_model(model_dir: Path, intra_op_threads: int = 1) -> LoadedModel:
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"])
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1:
+    quantile_outputs = tuple(q.output for q in manifest.quantiles.outputs) if manifest.quantiles else ()
+    point = [output.name for output in outputs if output.name not in quantile_outputs]
+    if len(inputs) != 1 or len(point) != 1 or len(outputs) != 1 + len(quantile_outputs):
         raise SelfCheckError(
-            f"model has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each"
+            f"model has {len(inputs)} inputs and outputs {[o.name for o in outputs]}; expected one input "
+            f"and one point output" + (f" plus {list(quantile_outputs)}" if quantile_outputs else "")
         )
     width = inputs[0].shape[1] if len(inputs[0].shape) == 2 else None
     if width != len(manifest.features.names):
@@ -78,6 +106,7 @@ def load_model(model_dir: Path, intra_op_threads: int = 1) -> LoadedModel:
         manifest=manifest,
         session=session,
         input_name=inputs[0].name,
-        output_name=outputs[0].name,
+        output_name=point[0],
         load_seconds=time.perf_counter() - started,
+        quantile_outputs=quantile_outputs,
     )

@@ -305,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quantile_levels(value: str) -> tuple[float, ...]:
+    from retail_forecast.training.quantiles import parse_levels  # noqa: PLC0415 - training-only module
+
+    try:
+        return parse_levels(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _date(value: str) -> str:
     import datetime as dt  # noqa: PLC0415
 
@@ -356,6 +365,18 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="rows each search trial fits on (default: a tenth of the training rows, at least 100000)",
     )
+    parser.add_argument(
+        "--quantiles",
+        type=_quantile_levels,
+        default="0.1,0.5,0.9",
+        help="quantile levels the model also forecasts, one ONNX output each ('none': point forecasts only)",
+    )
+    parser.add_argument(
+        "--quantile-rows",
+        type=_positive_int,
+        default=None,
+        help="rows each quantile head fits on (default: as many as a search trial)",
+    )
     hyper = parser.add_argument_group("fixed hyper-parameters (skip searching them)")
     for name, kind in HYPERPARAMETER_FLAGS.items():
         choices = LOSSES if name == "loss" else None
@@ -395,6 +416,8 @@ def _train(args: argparse.Namespace, data: Path, out: Path) -> int:
         max_rows=args.max_rows,
         search_rows=args.search_rows,
         fixed_params=fixed,
+        quantiles=args.quantiles,
+        quantile_rows=args.quantile_rows,
     )
     try:
         if data.is_dir():

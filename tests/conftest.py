@@ -82,6 +82,17 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, sales_panel: Panel) -> P
 
 
 @pytest.fixture(scope="session")
+def point_model_dir(tmp_path_factory: pytest.TempPathFactory, sales_panel: Panel) -> Path:
+    """The same model without quantile outputs (`--quantiles none`), as every model before them was."""
+    out = tmp_path_factory.mktemp("point-model")
+    config = TrainConfig(
+        horizon=14, trials=1, max_rows=20_000, search_rows=10_000, name="demand", version="6", quantiles=()
+    )
+    train(sales_panel, DataReport(), out, config, progress=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver + kube-controller-manager, once per session (about 10 s to start).
 

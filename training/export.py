@@ -8,6 +8,7 @@ itself, so that the ONNX model alone maps a feature row to a forecast in sales u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -16,6 +17,9 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
+
+from retail_forecast.core.manifest import quantile_output_name
+from retail_forecast.training.quantiles import sklearn_quantiles
 
 INPUT_NAME: Final = "features"
 OUTPUT_NAME: Final = "forecast"
@@ -98,18 +102,24 @@ def check_parity(
 ) -> Parity:
     """Compare ONNX and scikit-learn on the given rows; raise `ParityError` beyond the tolerance."""
     expected = sklearn_forecast(estimator, features, scale_index)
-    actual = run_onnx(session, features).astype(np.float64)
+    return compare(run_onnx(session, features).astype(np.float64), expected, "")
+
+
+def compare(actual: npt.NDArray[np.float64], expected: npt.NDArray[np.float64], what: str) -> Parity:
+    """ONNX outputs against scikit-learn's; raise `ParityError` beyond the tolerance (`what` names the
+    output when it is not the point forecast)."""
     diff = np.abs(actual - expected)
     allowed = PARITY_ATOL + PARITY_RTOL * np.abs(expected)
     parity = Parity(
-        rows=len(features),
+        rows=len(actual),
         max_abs_diff=float(diff.max(initial=0.0)),
         max_rel_diff=float((diff / np.maximum(np.abs(expected), 1.0)).max(initial=0.0)),
     )
     if np.any(diff > allowed) or actual.shape != expected.shape:
         worst = int(np.argmax(diff - allowed))
         raise ParityError(
-            f"ONNX export differs from scikit-learn on {int((diff > allowed).sum())} of {len(features)} rows "
+            f"ONNX export{what} differs from scikit-learn on {int((diff > allowed).sum())} of {len(actual)} "
+            "rows "
             f"(worst row {worst}: onnx {actual[worst]:.6g} vs sklearn {expected[worst]:.6g}; "
             f"tolerance {PARITY_ATOL} + {PARITY_RTOL} x |value|)"
         )
@@ -128,3 +138,119 @@ def golden_sample(
     chosen = features[picks]
     exact = run_onnx(session, chosen)
     return chosen.astype(float).tolist(), exact.astype(float).tolist()
+
+
+def append_quantile_outputs(
+    model: onnx.ModelProto, heads: Sequence[Any], levels: Sequence[float], scale_index: int
+) -> onnx.ModelProto:
+    """The point model's graph plus one output per quantile head, `q<level>`, monotone by construction.
+
+    Each head becomes `relu(trees(features)) * features[:, scale]`; output k is the Max of head k and
+    output k-1, so the outputs never decrease with the level whatever the heads say. The graph keeps
+    its one input and its point output, first.
+    """
+    from skl2onnx import to_onnx  # noqa: PLC0415 - training-only dependency
+    from skl2onnx.common.data_types import FloatTensorType  # noqa: PLC0415
+
+    if len(heads) != len(levels) or list(levels) != sorted(set(levels)):
+        raise ValueError(f"quantile heads need strictly increasing levels, one per head, got {list(levels)}")
+    combined = onnx.ModelProto()
+    combined.CopyFrom(model)
+    graph = combined.graph
+    (inp,) = graph.input
+    n_features = inp.type.tensor_type.shape.dim[1].dim_value
+    graph.initializer.extend(
+        [
+            helper.make_tensor("quantile_scale_column", TensorProto.INT64, [1], [scale_index]),
+            helper.make_tensor("quantile_flat_shape", TensorProto.INT64, [1], [-1]),
+        ]
+    )
+    graph.node.append(
+        helper.make_node(
+            "Gather", [INPUT_NAME, "quantile_scale_column"], ["quantile_scale"], axis=1, name="quantile_scale"
+        )
+    )
+    previous: str | None = None
+    for head, level in zip(heads, levels, strict=True):
+        name = quantile_output_name(level)
+        head_model = to_onnx(
+            head,
+            initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+            target_opset={"": ONNX_OPSET, "ai.onnx.ml": 3},
+        )
+        trees = _prefixed(head_model.graph, f"{name}/")
+        graph.node.extend(trees.node)
+        graph.initializer.extend(trees.initializer)
+        (raw,) = trees.output
+        scaled = name if previous is None else f"{name}/scaled"
+        graph.node.extend(
+            [
+                helper.make_node("Relu", [raw.name], [f"{name}/clipped"], name=f"{name}/clip_negative"),
+                helper.make_node(
+                    "Mul", [f"{name}/clipped", "quantile_scale"], [f"{name}/rescaled"], name=f"{name}/rescale"
+                ),
+                helper.make_node(
+                    "Reshape", [f"{name}/rescaled", "quantile_flat_shape"], [scaled], name=f"{name}/flatten"
+                ),
+            ]
+        )
+        if previous is not None:
+            graph.node.append(helper.make_node("Max", [previous, scaled], [name], name=f"{name}/monotone"))
+        graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None]))
+        previous = name
+    if not any(opset.domain == "ai.onnx.ml" for opset in combined.opset_import):
+        combined.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    onnx.checker.check_model(combined, full_check=True)
+    return combined
+
+
+def _prefixed(graph: onnx.GraphProto, prefix: str) -> onnx.GraphProto:
+    """A copy of a head's graph whose node, edge and initializer names carry `prefix`, except the input."""
+    renamed = onnx.GraphProto()
+    renamed.CopyFrom(graph)
+
+    def name(edge: str) -> str:
+        return edge if edge in {"", INPUT_NAME} else prefix + edge
+
+    for node in renamed.node:
+        node.name = prefix + node.name
+        node.input[:] = [name(edge) for edge in node.input]
+        node.output[:] = [name(edge) for edge in node.output]
+    for initializer in renamed.initializer:
+        initializer.name = name(initializer.name)
+    for output in renamed.output:
+        output.name = name(output.name)
+    return renamed
+
+
+def run_quantiles(
+    session: ort.InferenceSession, features: npt.NDArray[np.float32], levels: Sequence[float]
+) -> npt.NDArray[np.float32]:
+    """The graph's quantile outputs, [N, Q] by level."""
+    outputs = session.run(
+        [quantile_output_name(level) for level in levels],
+        {INPUT_NAME: np.ascontiguousarray(features, dtype=np.float32)},
+    )
+    return np.column_stack([np.asarray(output, dtype=np.float32) for output in outputs])
+
+
+def check_quantile_parity(
+    session: ort.InferenceSession,
+    heads: Sequence[Any],
+    levels: Sequence[float],
+    features: npt.NDArray[np.float32],
+    scale_index: int,
+) -> Parity:
+    """Every quantile output against `quantiles.sklearn_quantiles`; `ParityError` names the first that
+    differs. The returned figures are over all outputs."""
+    expected = sklearn_quantiles(heads, features, scale_index)
+    actual = run_quantiles(session, features, levels).astype(np.float64)
+    worst = [
+        compare(actual[:, k], expected[:, k], f" output {quantile_output_name(level)}")
+        for k, level in enumerate(levels)
+    ]
+    return Parity(
+        rows=len(features),
+        max_abs_diff=max(p.max_abs_diff for p in worst),
+        max_rel_diff=max(p.max_rel_diff for p in worst),
+    )

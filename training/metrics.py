@@ -7,6 +7,7 @@ whose scale is non-zero.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,3 +87,63 @@ def score_by_horizon(
     block: ForecastBlock, mase_scale: FloatArray, rmsse_scale: FloatArray, horizon: int
 ) -> list[Scores]:
     return [score(block.where(block.horizon == h), mase_scale, rmsse_scale) for h in range(1, horizon + 1)]
+
+
+def pinball_scales(history: FloatArray) -> FloatArray:
+    """Per-series denominator of the scaled pinball loss (M5 Uncertainty): mean |one-step diff| of the
+    in-sample history ([S, T], NaN outside each series' span); 0 where undefined."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a series with no two observed periods
+        scale: FloatArray = np.nanmean(np.abs(history[:, 1:] - history[:, :-1]), axis=1)
+    return np.nan_to_num(scale, nan=0.0)
+
+
+def pinball(actual: FloatArray, predicted: FloatArray, level: float) -> FloatArray:
+    """The pinball (quantile) loss of each point: under-forecasts cost `level`, over-forecasts 1 - level."""
+    error = actual - predicted
+    loss: FloatArray = np.maximum(level * error, (level - 1.0) * error)
+    return loss
+
+
+@dataclass(frozen=True)
+class QuantileScores:
+    """Holdout scores of quantile forecasts; `coverage` is the share of actuals within the interval
+    between the lowest and the highest level (both ends included)."""
+
+    scaled_pinball: float
+    pinball_by_level: dict[float, float]
+    coverage: float
+    coverage_by_horizon: list[float]
+
+
+def scaled_pinball(
+    series: IntArray, actual: FloatArray, predicted: FloatArray, level: float, scale: FloatArray
+) -> float:
+    """M5 Uncertainty's SPL for one level: each series' mean pinball loss over its horizon divided by its
+    scale, averaged over the series whose scale is non-zero (unweighted, as MASE here)."""
+    n_series = len(scale)
+    counts = np.bincount(series, minlength=n_series).astype(float)
+    losses = np.bincount(series, weights=pinball(actual, predicted, level), minlength=n_series)
+    ok = (counts > 0) & (scale > 0)
+    return float(np.mean(losses[ok] / counts[ok] / scale[ok])) if ok.any() else float("nan")
+
+
+def quantile_scores(
+    block: ForecastBlock, quantiles: FloatArray, levels: tuple[float, ...], scale: FloatArray, horizon: int
+) -> QuantileScores:
+    """`quantiles` is [N, Q], one column per level (increasing), for the rows of `block`."""
+    by_level = {
+        level: scaled_pinball(block.series, block.actual, quantiles[:, k], level, scale)
+        for k, level in enumerate(levels)
+    }
+    inside = (block.actual >= quantiles[:, 0]) & (block.actual <= quantiles[:, -1])
+
+    def share(mask: npt.NDArray[np.bool_]) -> float:
+        return float(inside[mask].mean()) if mask.any() else float("nan")
+
+    return QuantileScores(
+        scaled_pinball=float(np.mean(list(by_level.values()))),
+        pinball_by_level=by_level,
+        coverage=share(np.ones(len(inside), dtype=bool)),
+        coverage_by_horizon=[share(block.horizon == h) for h in range(1, horizon + 1)],
+    )

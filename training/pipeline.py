@@ -29,14 +29,26 @@ from retail_forecast.core.manifest import (
     FeatureSchema,
     Golden,
     Manifest,
+    QuantileOutput,
+    Quantiles,
     TrainingData,
+    quantile_output_name,
     sha256_bytes,
 )
+from retail_forecast.core.manifest import QuantileScores as ManifestQuantileScores
 from retail_forecast.core.manifest import Scores as ManifestScores
 from retail_forecast.core.schema import Freq
 from retail_forecast.training import export, tracking
+from retail_forecast.training import quantiles as quantiles_
 from retail_forecast.training import rows as rows_
-from retail_forecast.training.metrics import ForecastBlock, Scores, naive_scales, score, score_by_horizon
+from retail_forecast.training.metrics import (
+    ForecastBlock,
+    Scores,
+    naive_scales,
+    pinball_scales,
+    score,
+    score_by_horizon,
+)
 from retail_forecast.training.model import Params, fit, search_plan, training_threads
 
 IntArray = npt.NDArray[np.int64]
@@ -81,6 +93,10 @@ class TrainConfig:
     # data than the best fit does. Default: a tenth of the training rows, at least SEARCH_FLOOR.
     search_rows: int | None = None
     fixed_params: Params = field(default_factory=dict)
+    # Quantile heads (training/quantiles.py): the levels, () for none, and the rows each head fits on
+    # (default: as many as a search trial).
+    quantiles: tuple[float, ...] = quantiles_.DEFAULT_LEVELS
+    quantile_rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,8 @@ class TrainResult:
     rows: rows_.RowPlan
     training_rows: int
     search_rows: int
+    quantiles: quantiles_.QuantileHoldout | None = None
+    quantile_parity: export.Parity | None = None
 
 
 @contextmanager
@@ -349,6 +367,30 @@ def _train(
         estimator = fit(params, x, y, config.seed)
         del x, y
         holdout_eval = evaluate(spec, estimator, evaluation_sets[holdout.origin], horizon)
+    levels = quantiles_.check_levels(config.quantiles)
+    quantile_rows = config.quantile_rows or search_rows
+    quantile_holdout: quantiles_.QuantileHoldout | None = None
+    if levels:
+        with _timed(timings, "quantiles_holdout"):
+            x, y = dataset.upto(holdout.origin, quantile_rows)
+            heads = quantiles_.fit_heads(levels, x, y, config.seed)
+            del x, y
+            quantile_holdout = quantiles_.evaluate_heads(
+                heads,
+                levels,
+                evaluation_sets[holdout.origin].features,
+                holdout_eval.block,
+                spec.scale_index,
+                pinball_scales(panel.sales[:, : holdout.origin + 1]),
+                horizon,
+            )
+        q_scores = quantile_holdout.scores
+        progress(
+            f"quantiles: {', '.join(quantile_output_name(q) for q in levels)} on "
+            f"{min(quantile_rows, len(dataset.series))} rows in {timings['quantiles_holdout']:.1f}s; holdout "
+            f"scaled pinball {q_scores.scaled_pinball:.4f}, coverage of [{levels[0]:g}, {levels[-1]:g}] "
+            f"{q_scores.coverage:.3f} (nominal {levels[-1] - levels[0]:.2f})"
+        )
 
     gate_passed, gate_message = promotion_gate(holdout_eval, config.gate_margin)
     progress(
@@ -360,16 +402,25 @@ def _train(
     out.mkdir(parents=True, exist_ok=True)
     manifest: Manifest | None = None
     parity: export.Parity | None = None
+    quantile_parity: export.Parity | None = None
     if gate_passed:
         with _timed(timings, "final_fit"):
             final = fit(params, dataset.features, dataset.target, config.seed)
+        final_heads: list[Any] = []
+        if quantile_holdout is not None:
+            with _timed(timings, "quantiles_final"):
+                x, y = dataset.upto(panel.n_periods - 1, quantile_rows)
+                final_heads = quantiles_.fit_heads(levels, x, y, config.seed)
+                del x, y
         with _timed(timings, "export"):
-            manifest, parity = _export(
+            manifest, parity, quantile_parity = _export(
                 panel,
                 spec,
                 final,
                 horizon=horizon,
                 holdout=holdout_eval,
+                heads=final_heads,
+                quantile_holdout=quantile_holdout,
                 holdout_features=evaluation_sets[holdout.origin].features,
                 params=params,
                 config=config,
@@ -396,6 +447,8 @@ def _train(
         rows=row_plan,
         training_rows=len(dataset.series),
         search_rows=min(search_rows, len(dataset.series)),
+        quantiles=quantile_holdout,
+        quantile_parity=quantile_parity,
     )
     _write_metrics(result, horizon, panel, data_report)
     from retail_forecast.training.report import write_report  # noqa: PLC0415 - matplotlib is slow to import
@@ -473,13 +526,18 @@ def _export(
     *,
     horizon: int,
     holdout: Evaluation,
+    heads: list[Any],
+    quantile_holdout: quantiles_.QuantileHoldout | None,
     holdout_features: npt.NDArray[np.float32],
     params: Params,
     config: TrainConfig,
     out: Path,
     dataset: _Dataset,
-) -> tuple[Manifest, export.Parity]:
+) -> tuple[Manifest, export.Parity, export.Parity | None]:
     model = export.to_onnx_model(estimator, len(spec.names), spec.scale_index)
+    levels = quantile_holdout.levels if quantile_holdout is not None else ()
+    if heads:
+        model = export.append_quantile_outputs(model, heads, levels, spec.scale_index)
     model_bytes = model.SerializeToString()
     session = export.onnx_session(model_bytes)
     # Parity on rows the model has not seen (the holdout's) and on a slice of its training rows.
@@ -491,6 +549,20 @@ def _export(
     parity_rows = np.concatenate([held_out, seen])
     parity = export.check_parity(session, estimator, parity_rows, spec.scale_index)
     golden_inputs, golden_outputs = export.golden_sample(session, held_out, seed=config.seed)
+    quantile_parity: export.Parity | None = None
+    quantiles: Quantiles | None = None
+    if heads and quantile_holdout is not None:
+        quantile_parity = export.check_quantile_parity(session, heads, levels, parity_rows, spec.scale_index)
+        golden_quantiles = export.run_quantiles(session, np.asarray(golden_inputs, dtype=np.float32), levels)
+        quantiles = Quantiles(
+            outputs=[
+                QuantileOutput(
+                    level=level, output=quantile_output_name(level), golden=golden_quantiles[:, k].tolist()
+                )
+                for k, level in enumerate(levels)
+            ],
+            metrics=_manifest_quantile_scores(quantile_holdout),
+        )
 
     (out / MODEL_FILE).write_bytes(model_bytes)
     manifest = Manifest(
@@ -519,9 +591,10 @@ def _export(
         ),
         library_versions=_library_versions(),
         params=params,
+        quantiles=quantiles,
     )
     (out / MANIFEST_FILE).write_text(manifest.to_json())
-    return manifest, parity
+    return manifest, parity, quantile_parity
 
 
 def _finite(value: float) -> float | None:
@@ -530,6 +603,17 @@ def _finite(value: float) -> float | None:
 
 def _manifest_scores(scores: Scores) -> ManifestScores:
     return ManifestScores(**scores.as_dict())
+
+
+def _manifest_quantile_scores(holdout: quantiles_.QuantileHoldout) -> ManifestQuantileScores:
+    scores = holdout.scores
+    return ManifestQuantileScores(
+        scaled_pinball=_finite(scores.scaled_pinball),
+        pinball_by_level={quantile_output_name(q): _finite(v) for q, v in scores.pinball_by_level.items()},
+        interval=(holdout.levels[0], holdout.levels[-1]),
+        coverage=_finite(scores.coverage),
+        coverage_by_horizon=[_finite(c) for c in scores.coverage_by_horizon],
+    )
 
 
 def _library_versions() -> dict[str, str]:
@@ -554,6 +638,12 @@ def _write_metrics(result: TrainResult, horizon: int, panel: Panel, data_report:
         "trials": result.trials,
         "gate": {"passed": result.gate_passed, "message": result.gate_message},
         "parity": None if result.parity is None else vars(result.parity),
+        "quantiles": None
+        if result.quantiles is None
+        else {
+            **_manifest_quantile_scores(result.quantiles).model_dump(),
+            "parity": None if result.quantile_parity is None else vars(result.quantile_parity),
+        },
         "rows": {
             "possible": result.rows.possible,
             "observed_sales": result.rows.observed,

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 REPORT_FILE: Final = "report.md"
 PLOT_FILE: Final = "forecast.png"
+CALIBRATION_PLOT_FILE: Final = "calibration.png"
 PLOTTED_SERIES: Final = 6
 
 
@@ -75,6 +76,7 @@ def write_report(result: TrainResult, panel: Panel, data_report: DataReport, hor
         "",
         *horizon_table(holdout.by_horizon),
         "",
+        *quantile_lines(result),
         "## Search",
         "",
         f"{len(result.trials)} trial(s); best mean validation WAPE {result.validation_wape:.4f} with "
@@ -94,6 +96,72 @@ def write_report(result: TrainResult, panel: Panel, data_report: DataReport, hor
     (result.out / REPORT_FILE).write_text("\n".join(lines))
 
 
+def quantile_lines(result: TrainResult) -> list[str]:
+    """The quantile heads' holdout: scaled pinball loss and calibration per level, interval coverage by
+    horizon, and the calibration plot; nothing for a point-only model."""
+    quantiles = result.quantiles
+    if quantiles is None:
+        return []
+    _plot_calibration(result)
+    scores, levels = quantiles.scores, quantiles.levels
+    actual = result.holdout.block.actual
+    nominal = levels[-1] - levels[0]
+    lines = [
+        "## Quantile forecasts",
+        "",
+        f"Holdout scaled pinball loss (M5 Uncertainty, mean over levels) {scores.scaled_pinball:.4f}; "
+        f"coverage of the interval [{levels[0]:g}, {levels[-1]:g}]: {scores.coverage:.3f} "
+        f"(nominal {nominal:.2f}).",
+        "",
+        "| level | scaled pinball | share of actuals at or below |",
+        "|---:|---:|---:|",
+        *[
+            f"| {level:g} | {scores.pinball_by_level[level]:.4f} | {below:.3f} |"
+            for level, below in zip(
+                levels, (actual[:, None] <= quantiles.forecasts).mean(axis=0), strict=True
+            )
+        ],
+        "",
+        "| horizon | coverage |",
+        "|---:|---:|",
+        *[f"| {h} | {c:.3f} |" for h, c in enumerate(scores.coverage_by_horizon, start=1)],
+        "",
+        f"![quantile calibration]({CALIBRATION_PLOT_FILE})",
+        "",
+    ]
+    if result.quantile_parity is not None:
+        lines[3:3] = [
+            f"ONNX parity of the quantile outputs: max abs diff {result.quantile_parity.max_abs_diff:.2e} "
+            f"over {result.quantile_parity.rows} rows.",
+            "",
+        ]
+    return lines
+
+
+def _plot_calibration(result: TrainResult) -> None:
+    """Observed share of actuals at or below each quantile forecast against its level, by horizon band:
+    a calibrated model sits on the diagonal."""
+    assert result.quantiles is not None
+    levels, forecasts = result.quantiles.levels, result.quantiles.forecasts
+    block = result.holdout.block
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="calibrated")
+    horizon = int(block.horizon.max())
+    bands = [(1, max(horizon // 2, 1)), (max(horizon // 2, 1) + 1, horizon)] if horizon > 1 else [(1, 1)]
+    for first, last in [(1, horizon), *bands]:
+        rows = (block.horizon >= first) & (block.horizon <= last)
+        observed = [float(np.mean(block.actual[rows] <= forecasts[rows, k])) for k in range(len(levels))]
+        axis.plot(levels, observed, marker="o", label=f"horizon {first}-{last}")
+    axis.set_xlabel("quantile level")
+    axis.set_ylabel("share of holdout actuals at or below the forecast")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(result.out / CALIBRATION_PLOT_FILE, dpi=90)
+    plt.close(figure)
+
+
 def _plot(result: TrainResult, panel: Panel, horizon: int) -> None:
     """The largest series and a low-volume one: where a forecast looks right or wrong at a glance."""
     block, naive, origin = result.holdout.block, result.holdout.naive_block, result.holdout.origin
@@ -111,6 +179,16 @@ def _plot(result: TrainResult, panel: Panel, horizon: int) -> None:
         mine = block.series == s
         when = panel.dates[origin + block.horizon[mine]]
         axis.plot(when, block.predicted[mine], color="tab:blue", lw=1.5, label="model")
+        if result.quantiles is not None:
+            band, levels = result.quantiles.forecasts[mine], result.quantiles.levels
+            axis.fill_between(
+                when,
+                band[:, 0],
+                band[:, -1],
+                color="tab:blue",
+                alpha=0.2,
+                label=f"{levels[0]:g}-{levels[-1]:g}",
+            )
         axis.plot(when, naive.predicted[mine], color="tab:orange", lw=1, ls="--", label="seasonal naive")
         axis.axvline(panel.dates[origin], color="grey", lw=0.8)
         axis.set_title(f"store {panel.store_ids[s]} / item {panel.item_ids[s]}", fontsize=9)

@@ -41,7 +41,7 @@ from retail_forecast.inference.model import LoadedModel
 
 READ_ROWS: Final = 500_000
 DEFAULT_CHUNK_SERIES: Final = 2_000
-# Outputs of the ONNX graph named like this are quantile forecasts; each becomes a column of that name.
+# Quantile columns are named as the graph's quantile outputs (`manifest.quantile_output_name`).
 QUANTILE_OUTPUT: Final = re.compile(r"^q(0\.\d+)$")
 COVARIATES_POLICY: Final = "last known price carried forward, no promo, no event"
 
@@ -62,16 +62,10 @@ def history_window(manifest_min_history: int, freq: Freq) -> int:
     return manifest_min_history + freq.season
 
 
-def quantile_outputs(model: LoadedModel) -> list[str]:
-    """The model's quantile outputs (`q0.1`, …), by increasing level."""
-    names = [output.name for output in model.session.get_outputs() if QUANTILE_OUTPUT.fullmatch(output.name)]
-    return sorted(names, key=lambda name: float(name[1:]))
-
-
 def output_schema(model: LoadedModel, origin: pd.Timestamp, horizon: int) -> pa.Schema:
     """Columns, plus the file metadata that says which model made the forecasts and how."""
     manifest = model.manifest
-    fields = [*KEY_FIELDS, *(pa.field(q, pa.float32(), nullable=False) for q in quantile_outputs(model))]
+    fields = [*KEY_FIELDS, *(pa.field(q, pa.float32(), nullable=False) for q in model.quantile_outputs)]
     metadata = {
         "model_name": manifest.name,
         "model_version": manifest.version,
@@ -239,7 +233,6 @@ def forecast_chunks(
     usable = np.flatnonzero(observed_at_origin & enough)
     report.forecast += len(usable)
     progress(panel.n_series - len(usable))
-    quantiles = quantile_outputs(model)
     origin_day = panel.dates[last].date()
     step = np.timedelta64(panel.freq.days, "D")
     for start in range(0, len(usable), chunk_series):
@@ -247,9 +240,9 @@ def forecast_chunks(
         _, _, rows = forecast_features(chunk, horizon)
         n = chunk.n_series
         with np.errstate(over="ignore", invalid="ignore"):
-            yhat = model.predict(rows)
-        if not np.isfinite(yhat).all():
-            k = int(np.flatnonzero(~np.isfinite(yhat))[0]) // horizon
+            outputs = model.predict_all(rows)  # point, then quantiles: as /v1/forecast scores them
+        if not np.isfinite(outputs).all():
+            k = int(np.flatnonzero(~np.isfinite(outputs).all(axis=1))[0]) // horizon
             raise DataError(
                 f"series ({chunk.store_ids[k]}, {chunk.item_ids[k]}): its history's values are too large "
                 "to forecast (the features overflow)"
@@ -262,12 +255,11 @@ def forecast_chunks(
             "origin": pa.array(np.full(n * horizon, origin), pa.date32()),
             "date": pa.array(origin + horizons.astype(np.int64) * step, pa.date32()),
             "horizon": pa.array(horizons, pa.int32()),
-            "yhat": pa.array(yhat, pa.float32()),
+            **{
+                name: pa.array(np.ascontiguousarray(outputs[:, k]), pa.float32())
+                for k, name in enumerate(("yhat", *model.quantile_outputs))
+            },
         }
-        if quantiles:
-            outputs = model.session.run(quantiles, {model.input_name: rows})
-            for name, values in zip(quantiles, outputs, strict=True):
-                columns[name] = pa.array(np.asarray(values, dtype=np.float32).reshape(-1), pa.float32())
         report.rows += n * horizon
         yield pa.Table.from_pydict(columns, schema=schema)
         progress(n)

@@ -88,6 +88,50 @@ class Golden(_Strict):
         return self
 
 
+def quantile_output_name(level: float) -> str:
+    """The ONNX output (and batch column) that carries the forecast at `level`: `q0.1`, `q0.9`, …"""
+    return f"q{level:g}"
+
+
+class QuantileOutput(_Strict):
+    """One quantile output of the graph and what it gives for the golden sample's rows."""
+
+    level: float = Field(gt=0, lt=1)
+    output: str
+    golden: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _named(self) -> QuantileOutput:
+        if self.output != quantile_output_name(self.level):
+            raise ValueError(f"quantile {self.level} must be output {quantile_output_name(self.level)!r}")
+        return self
+
+
+class QuantileScores(_Strict):
+    """Holdout scores of the quantile outputs: scaled pinball loss (M5 Uncertainty) and the share of
+    actuals inside the interval between the outermost levels; None where undefined."""
+
+    scaled_pinball: float | None
+    pinball_by_level: dict[str, float | None]
+    interval: tuple[float, float]
+    coverage: float | None
+    coverage_by_horizon: list[float | None]
+
+
+class Quantiles(_Strict):
+    """The optional probabilistic part of a model: outputs by increasing level, monotone in the graph."""
+
+    outputs: list[QuantileOutput] = Field(min_length=1)
+    metrics: QuantileScores
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Quantiles:
+        levels = [q.level for q in self.outputs]
+        if levels != sorted(set(levels)):
+            raise ValueError(f"quantile levels must increase strictly, got {levels}")
+        return self
+
+
 class TrainingData(_Strict):
     fingerprint: str
     rows: int = Field(ge=0)
@@ -115,6 +159,8 @@ class Manifest(_Strict):
     training_data: TrainingData
     library_versions: dict[str, str]
     params: dict[str, float | int | str | None] = Field(default_factory=dict)
+    # Absent in models without quantile outputs (and in every model made before them).
+    quantiles: Quantiles | None = None
 
     @field_validator("name")
     @classmethod
@@ -134,6 +180,9 @@ class Manifest(_Strict):
         width = len(self.features.names)
         if len(self.golden.inputs[0]) != width:
             raise ValueError(f"golden rows have {len(self.golden.inputs[0])} values, features {width}")
+        for quantile in self.quantiles.outputs if self.quantiles else []:
+            if len(quantile.golden) != len(self.golden.inputs):
+                raise ValueError(f"golden outputs of {quantile.output} differ in length from the inputs")
         return self
 
     def to_json(self) -> str:

@@ -17,7 +17,7 @@ from retail_forecast.core.schema import DataError, Freq
 from retail_forecast.core.store import open_store
 from retail_forecast.inference.app import create_app
 from retail_forecast.inference.model import load_model
-from tests.batch.runs import ORIGIN, sales
+from tests.batch.runs import ORIGIN, forecast_run, sales
 from tests.inference.conftest import wait_ready
 
 
@@ -76,7 +76,8 @@ def test_batch_forecasts_equal_the_service_bit_for_bit(
         manifest.sha256,
     )
     assert meta["origin"] == str(ORIGIN.date()) and meta["horizon"] == str(manifest.horizon)
-    assert run.column_names == ["store_id", "item_id", "origin", "date", "horizon", "yhat"]
+    quantiles = ["q0.1", "q0.5", "q0.9"]  # the model's quantile outputs, by level
+    assert run.column_names == ["store_id", "item_id", "origin", "date", "horizon", "yhat", *quantiles]
     frame = run.to_pandas()
     assert (pd.to_datetime(frame["origin"]) == ORIGIN).all()
     assert (pd.to_datetime(frame["date"]) == ORIGIN + pd.to_timedelta(frame["horizon"], unit="D")).all()
@@ -106,7 +107,16 @@ def test_batch_forecasts_equal_the_service_bit_for_bit(
         assert [p["date"] for p in answer["points"]] == [str(d) for d in batch["date"]]
         online = np.array([p["yhat"] for p in answer["points"]], dtype=np.float32)
         np.testing.assert_array_equal(online, batch["yhat"].to_numpy())
+        levels = np.array([[p["quantiles"][q[1:]] for q in quantiles] for p in answer["points"]], np.float32)
+        np.testing.assert_array_equal(levels, batch[quantiles].to_numpy())
     assert frame["yhat"].std() > 0  # real forecasts, not one constant
+    assert (frame["q0.1"] <= frame["q0.5"]).all() and (frame["q0.5"] <= frame["q0.9"]).all()
+    assert (frame["q0.9"] > frame["q0.1"]).mean() > 0.5  # an interval, not one value
+
+
+def test_a_model_without_quantiles_writes_no_quantile_columns(point_model_dir: Path, tmp_path: Path) -> None:
+    run, _ = forecast_run(point_model_dir, tmp_path)
+    assert pq.read_table(run).column_names == ["store_id", "item_id", "origin", "date", "horizon", "yhat"]
 
 
 def test_origin_defaults_to_the_last_date_and_horizon_is_bounded(model_dir: Path, tmp_path: Path) -> None:

@@ -35,8 +35,27 @@ def test_golden_rows_are_scored_exactly(client: TestClient, model_dir: Path) -> 
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_name"] == "demand" and body["model_version"] == "7" and body["id"] == "r1"
+    assert manifest.quantiles is not None
+    expected = {"forecast": manifest.golden.outputs} | {
+        q.output: q.golden for q in manifest.quantiles.outputs
+    }
+    assert [output["name"] for output in body["outputs"]] == list(expected)
+    for output in body["outputs"]:
+        assert output["shape"] == [len(manifest.golden.outputs)] and output["datatype"] == "FP32"
+        np.testing.assert_array_equal(
+            np.array(output["data"], dtype=np.float32), np.array(expected[output["name"]], dtype=np.float32)
+        )
+
+
+def test_a_model_without_quantiles_has_one_output(point_model_dir: Path) -> None:
+    manifest = Manifest.load(point_model_dir)
+    with TestClient(create_app(point_model_dir)) as point_client:
+        wait_ready(point_client)
+        meta = point_client.get("/v2/models/demand").json()
+        body = point_client.post("/v2/models/demand/infer", json=infer_body(manifest.golden.inputs)).json()
+    assert meta["outputs"] == [{"name": "forecast", "datatype": "FP32", "shape": [-1]}]
+    assert meta["parameters"]["quantiles"] == {}
     (output,) = body["outputs"]
-    assert output["shape"] == [len(manifest.golden.outputs)] and output["datatype"] == "FP32"
     np.testing.assert_array_equal(
         np.array(output["data"], dtype=np.float32), np.array(manifest.golden.outputs, dtype=np.float32)
     )
@@ -82,6 +101,9 @@ def test_metadata_names_the_input_tensor(client: TestClient, model_dir: Path) ->
         {"name": "features", "datatype": "FP32", "shape": [-1, len(manifest.features.names)]}
     ]
     assert meta["versions"] == ["7"]
+    assert [o["name"] for o in meta["outputs"]] == ["forecast", "q0.1", "q0.5", "q0.9"]
+    assert all(o["datatype"] == "FP32" and o["shape"] == [-1] for o in meta["outputs"])
+    assert meta["parameters"]["quantiles"] == {"q0.1": 0.1, "q0.5": 0.5, "q0.9": 0.9}
     assert client.get("/v2/models/demand/ready").json() == {"name": "demand", "ready": True}
     assert client.get("/v2/health/live").json() == {"live": True}
 
@@ -256,9 +278,9 @@ def json_log() -> Iterator[_JsonLines]:
 
 
 def test_an_unexpected_failure_is_a_500_in_the_error_shape_with_the_request_id(
-    model_dir: Path, tmp_path: Path, sales_panel: Panel, json_log: _JsonLines
+    point_model_dir: Path, tmp_path: Path, sales_panel: Panel, json_log: _JsonLines
 ) -> None:
-    failing = _model_failing_at_run_time(model_dir, tmp_path / "failing")
+    failing = _model_failing_at_run_time(point_model_dir, tmp_path / "failing")
     golden = Manifest.load(failing).golden.inputs
     forecast = {"series": [forecast_series(sales_panel, 0, Manifest.load(failing).min_history)]}
     with TestClient(create_app(failing)) as test_client:

@@ -62,14 +62,39 @@ def test_service_forecasts_equal_the_training_pipeline(
     for (s, o), result in zip(cases, body["forecasts"], strict=True):
         h = np.arange(1, horizon + 1)
         rows = feat.build_features(sales_panel, np.full(horizon, s), np.full(horizon, o), h, spec)
-        expected = model.predict(rows)
+        expected = model.predict_all(rows)
         assert result["store_id"] == sales_panel.store_ids[s]
         assert [p["date"] for p in result["points"]] == [
             str(d.date()) for d in sales_panel.dates[o + 1 : o + horizon + 1]
         ]
         np.testing.assert_array_equal(
-            np.array([p["yhat"] for p in result["points"]], dtype=np.float32), expected
+            np.array([p["yhat"] for p in result["points"]], dtype=np.float32), expected[:, 0]
         )
+        assert [list(p["quantiles"]) for p in result["points"]] == [["0.1", "0.5", "0.9"]] * horizon
+        quantiles = np.array([list(p["quantiles"].values()) for p in result["points"]], dtype=np.float32)
+        np.testing.assert_array_equal(quantiles, expected[:, 1:])
+        assert (np.diff(quantiles, axis=1) >= 0).all() and quantiles[:, 2].sum() > quantiles[:, 0].sum()
+
+
+def test_a_model_without_quantiles_answers_points_without_them(
+    point_model_dir: Path, sales_panel: Panel
+) -> None:
+    manifest = Manifest.load(point_model_dir)
+    assert manifest.quantiles is None
+    payload = {"series": [series_payload(sales_panel, 2, 180, manifest.min_history, manifest.horizon)]}
+    with TestClient(create_app(point_model_dir)) as point_client:
+        wait_ready(point_client)
+        response = point_client.post("/v1/forecast", json=payload)
+    assert response.status_code == 200, response.text
+    points = response.json()["forecasts"][0]["points"]
+    assert len(points) == manifest.horizon
+    assert all(set(p) == {"date", "yhat"} for p in points)
+
+
+def test_the_openapi_schema_documents_the_quantiles(client: TestClient) -> None:
+    point = client.get("/openapi.json").json()["components"]["schemas"]["ForecastPoint"]
+    assert "quantiles" in point["properties"] and "quantiles" not in point.get("required", [])
+    assert "only from a model with quantile outputs" in point["properties"]["quantiles"]["description"]
 
 
 def test_shorter_horizon_and_missing_future_covariates(

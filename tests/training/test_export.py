@@ -7,7 +7,7 @@ import onnx
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from retail_forecast.training import export
+from retail_forecast.training import export, quantiles
 
 SCALE_INDEX = 1
 
@@ -80,3 +80,58 @@ def test_graph_is_float32_with_one_input_and_one_flat_output() -> None:
     assert out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert len(out.type.tensor_type.shape.dim) == 1
     assert {o.domain: o.version for o in model.opset_import}[""] == export.ONNX_OPSET
+
+
+LEVELS = (0.1, 0.5, 0.9)
+
+
+def quantile_heads(features: np.ndarray, levels: tuple[float, ...] = LEVELS) -> list[Any]:
+    """Real quantile heads on the scaled target, as training fits them."""
+    rng = np.random.default_rng(2)
+    target = rng.poisson(np.exp(0.3 * features[:, 0] - 0.2 * features[:, 2])).astype(float)
+    return quantiles.fit_heads(levels, features, target, seed=0)
+
+
+def test_quantile_outputs_join_the_graph_and_match_sklearn() -> None:
+    estimator, features = fitted("poisson")
+    heads = quantile_heads(features)
+    point = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX)
+    model = export.append_quantile_outputs(point, heads, LEVELS, SCALE_INDEX)
+    session = export.onnx_session(model.SerializeToString())
+    assert [i.name for i in session.get_inputs()] == [export.INPUT_NAME]
+    assert [o.name for o in session.get_outputs()] == [export.OUTPUT_NAME, "q0.1", "q0.5", "q0.9"]
+    export.check_parity(session, estimator, features, SCALE_INDEX)  # the point output is untouched
+    parity = export.check_quantile_parity(session, heads, LEVELS, features, SCALE_INDEX)
+    assert parity.rows == len(features) and parity.max_rel_diff < export.PARITY_RTOL
+    values = export.run_quantiles(session, features, LEVELS)
+    assert values.shape == (len(features), 3)
+    assert values[:, 0].mean() < values[:, 1].mean() < values[:, 2].mean()  # the heads differ
+
+
+def test_quantile_outputs_are_monotone_even_where_the_heads_cross() -> None:
+    """Heads given in the wrong order (the 0.9 head as the lowest level) cross on every row; the graph's
+    running maximum still gives non-decreasing outputs, and exactly `quantiles.monotone` of the heads."""
+    _, features = fitted("poisson")
+    crossing = quantile_heads(features, (0.9, 0.5, 0.1))
+    raw = np.column_stack([np.maximum(h.predict(features), 0) for h in crossing]) * features[:, [SCALE_INDEX]]
+    assert (raw[:, 0] > raw[:, 2]).mean() > 0.5  # the raw heads do cross
+    point = export.to_onnx_model(fitted("poisson")[0], features.shape[1], SCALE_INDEX)
+    model = export.append_quantile_outputs(point, crossing, LEVELS, SCALE_INDEX)
+    session = export.onnx_session(model.SerializeToString())
+    values = export.run_quantiles(session, features, LEVELS)
+    assert (np.diff(values, axis=1) >= 0).all()
+    export.check_quantile_parity(session, crossing, LEVELS, features, SCALE_INDEX)
+    np.testing.assert_allclose(
+        values[:, 2], raw.max(axis=1), rtol=export.PARITY_RTOL, atol=export.PARITY_ATOL
+    )
+
+
+def test_quantile_parity_names_the_output_that_differs() -> None:
+    estimator, features = fitted("poisson")
+    heads = quantile_heads(features)
+    point = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX)
+    model = export.append_quantile_outputs(point, heads, LEVELS, SCALE_INDEX)
+    session = export.onnx_session(model.SerializeToString())
+    swapped = [heads[0], heads[2], heads[1]]  # what the graph computes for q0.5 is not this head's
+    with pytest.raises(export.ParityError, match=r"output q0\.5"):
+        export.check_quantile_parity(session, swapped, LEVELS, features, SCALE_INDEX)

@@ -1,0 +1,113 @@
+"""Probabilistic forecasts: one quantile-loss gradient-boosting head per level, on the point model's rows.
+
+Each head is a `HistGradientBoostingRegressor(loss="quantile")` fitted to the same scaled target as the
+point model (sales / the series' recent level), so a head's output times the series scale is the
+forecast at its level in sales units. Heads are fitted independently and may cross; the forecasts are
+made monotone by a running maximum over the levels in increasing order (here and in the ONNX graph,
+`export.append_quantile_outputs`), so P10 <= P50 <= P90 holds for every row whatever the trees say.
+
+Heads fit on a random subset of the training rows with fixed, cheaper parameters than the point model
+(no search): a quantile needs fewer rows than the mean's best fit, and training time is budgeted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from retail_forecast.training.metrics import ForecastBlock, QuantileScores, quantile_scores
+from retail_forecast.training.model import Params
+
+DEFAULT_LEVELS: Final = (0.1, 0.5, 0.9)
+# Fixed parameters of every head (no search: see the module docstring).
+HEAD_PARAMS: Final[Params] = {
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 31,
+    "min_samples_leaf": 100,
+    "l2_regularization": 1.0,
+    "max_iter": 200,
+}
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    """`"0.1,0.5,0.9"` -> (0.1, 0.5, 0.9); `""` or `"none"` -> no quantiles. Raises ValueError."""
+    if text.strip().lower() in {"", "none"}:
+        return ()
+    try:
+        levels = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"quantiles {text!r}: give comma-separated levels such as 0.1,0.5,0.9") from None
+    return check_levels(levels)
+
+
+def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
+    """Levels strictly between 0 and 1 with at most 3 decimals (they name outputs: `q0.025`), sorted."""
+    for level in levels:
+        if not 0 < level < 1 or round(level, 3) != level:
+            raise ValueError(f"quantile level {level}: use a value between 0 and 1 with at most 3 decimals")
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"quantile levels {list(levels)} repeat a level")
+    return tuple(sorted(levels))
+
+
+def fit_heads(
+    levels: Sequence[float], features: npt.NDArray[np.float32], target: npt.NDArray[np.float64], seed: int
+) -> list[Any]:
+    """One fitted quantile head per level, in the order of `levels`."""
+    from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: PLC0415 - training-only dependency
+
+    return [
+        HistGradientBoostingRegressor(
+            loss="quantile",
+            quantile=level,
+            **HEAD_PARAMS,
+            early_stopping=True,
+            validation_fraction=0.1,
+            n_iter_no_change=20,
+            random_state=seed,
+        ).fit(features, target)
+        for level in levels
+    ]
+
+
+def monotone(quantiles: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Running maximum across the level columns: the rule the ONNX graph applies with Max nodes."""
+    return np.maximum.accumulate(quantiles, axis=1)
+
+
+def sklearn_quantiles(
+    heads: Sequence[Any], features: npt.NDArray[np.float32], scale_index: int
+) -> npt.NDArray[np.float64]:
+    """What the graph's quantile outputs must compute, in scikit-learn: [N, Q] in sales units."""
+    scale = features[:, scale_index].astype(np.float64)
+    raw = np.column_stack([np.asarray(head.predict(features), dtype=np.float64) for head in heads])
+    return monotone(np.maximum(raw, 0.0) * scale[:, None])
+
+
+@dataclass(frozen=True)
+class QuantileHoldout:
+    """The heads' holdout: forecasts [N, Q] for the rows of the point model's holdout block, and scores."""
+
+    levels: tuple[float, ...]
+    forecasts: npt.NDArray[np.float64]
+    scores: QuantileScores
+
+
+def evaluate_heads(
+    heads: Sequence[Any],
+    levels: tuple[float, ...],
+    features: npt.NDArray[np.float32],
+    block: ForecastBlock,
+    scale_index: int,
+    pinball_scale: npt.NDArray[np.float64],
+    horizon: int,
+) -> QuantileHoldout:
+    """Score the heads on the holdout rows (`features` aligned with `block`), as the graph serves them."""
+    forecasts = sklearn_quantiles(heads, features, scale_index)
+    return QuantileHoldout(
+        levels, forecasts, quantile_scores(block, forecasts, levels, pinball_scale, horizon)
+    )
