@@ -4,7 +4,8 @@ A forecast point is evaluated when the actuals hold its series and date, read wi
 policy (`build_panel`: negative sales are returns, clipped to 0; a day missing inside a series' span is a
 closed day, 0 sales). Points beyond the actuals are pending and counted. Figures are grouped by model
 version, then by horizon and by store; each version's backtest figures come from the run's own file
-metadata (the manifest's holdout scores), so the live numbers sit next to what training promised.
+metadata (the manifest's holdout scores, and its quantiles' holdout coverage when it has quantiles), so
+the live numbers sit next to what training promised.
 WAPE and bias are `training.metrics.score`'s definitions.
 """
 
@@ -44,6 +45,7 @@ class Figures:
     bias: float | None
     coverage: float | None
     backtest_wape: float | None
+    backtest_coverage: float | None = None  # the holdout's coverage of the same interval (manifest)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def _none(value: float) -> float | None:
 
 
 def evaluate(runs: Sequence[pa.Table], actuals_path: Path) -> Evaluation:
-    frames, backtest = [], {}
+    frames, backtest, backtest_coverage = [], {}, {}
     freqs = set()
     for table in runs:
         frame, metadata = _run_frame(table)
@@ -90,6 +92,11 @@ def evaluate(runs: Sequence[pa.Table], actuals_path: Path) -> Evaluation:
         backtest[metadata["model_version"]] = (
             metrics.get("model", {}).get("wape"),
             json.loads(metadata.get("metrics_by_horizon", "[]")),
+        )
+        quantile_metrics = json.loads(metadata.get("quantile_metrics", "null")) or {}
+        backtest_coverage[metadata["model_version"]] = (
+            quantile_metrics.get("coverage"),
+            quantile_metrics.get("coverage_by_horizon", []),
         )
         freqs.add(metadata["freq"])
     if len(freqs) != 1:
@@ -126,13 +133,8 @@ def evaluate(runs: Sequence[pa.Table], actuals_path: Path) -> Evaluation:
                 predicted=rows["yhat"].to_numpy(dtype=float),
             )
             scores = score(block, np.zeros(1), np.zeros(1))  # MASE/RMSSE need history: not computed here
-            overall, by_horizon = backtest[version]
-            if group == VERSION:
-                reference = overall
-            elif group == HORIZON and int(key[2]) <= len(by_horizon):
-                reference = by_horizon[int(key[2]) - 1]
-            else:
-                reference = None
+            reference = _reference(group, key, backtest[version])
+            reference_coverage = _reference(group, key, backtest_coverage[version])
             figures.append(
                 Figures(
                     group=group,
@@ -144,9 +146,23 @@ def evaluate(runs: Sequence[pa.Table], actuals_path: Path) -> Evaluation:
                     bias=_none(scores.bias),
                     coverage=float(rows["covered"].mean()) if interval is not None else None,
                     backtest_wape=reference,
+                    backtest_coverage=reference_coverage if interval is not None else None,
                 )
             )
     return Evaluation(figures, evaluated=int(known.sum()), pending=int((~known).sum()), interval=interval)
+
+
+def _reference(
+    group: str, key: tuple[str, ...], backtest: tuple[float | None, list[float | None]]
+) -> float | None:
+    """The backtest figure a group is compared with: the overall one for a version, the horizon's for a
+    horizon, none for a store (the holdout is not broken down by store)."""
+    overall, by_horizon = backtest
+    if group == VERSION:
+        return overall
+    if group == HORIZON and int(key[2]) <= len(by_horizon):
+        return by_horizon[int(key[2]) - 1]
+    return None
 
 
 def table_lines(evaluation: Evaluation) -> list[str]:
@@ -156,13 +172,13 @@ def table_lines(evaluation: Evaluation) -> list[str]:
         return "" if value is None else f"{value:.4f}"
 
     lines = [
-        "| group | version | key | points | WAPE | backtest WAPE | bias | coverage |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| group | version | key | points | WAPE | backtest WAPE | bias | coverage | backtest coverage |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for f in evaluation.figures:
         lines.append(
             f"| {f.group} | {f.version} | {f.key} | {f.points} | {cell(f.wape)} | {cell(f.backtest_wape)} "
-            f"| {cell(f.bias)} | {cell(f.coverage)} |"
+            f"| {cell(f.bias)} | {cell(f.coverage)} | {cell(f.backtest_coverage)} |"
         )
     return lines
 
@@ -188,6 +204,12 @@ def metrics_registry(evaluation: Evaluation) -> CollectorRegistry:
         [*labels, "interval"],
         registry=registry,
     )
+    backtest_coverage = Gauge(
+        "forecast_backtest_interval_coverage",
+        "the model's holdout coverage of the same interval (manifest)",
+        [*labels, "interval"],
+        registry=registry,
+    )
     for f in evaluation.figures:
         if f.group == VERSION:
             points.labels(f.model, f.version).set(f.points)
@@ -199,6 +221,8 @@ def metrics_registry(evaluation: Evaluation) -> CollectorRegistry:
                 backtest.labels(f.model, f.version).set(f.backtest_wape)
             if f.coverage is not None and evaluation.interval is not None:
                 coverage.labels(f.model, f.version, evaluation.interval).set(f.coverage)
+            if f.backtest_coverage is not None and evaluation.interval is not None:
+                backtest_coverage.labels(f.model, f.version, evaluation.interval).set(f.backtest_coverage)
         elif f.group == HORIZON and f.wape is not None:
             by_horizon.labels(f.model, f.version, f.key).set(f.wape)
     return registry

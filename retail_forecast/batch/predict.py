@@ -78,6 +78,10 @@ def output_schema(model: LoadedModel, origin: pd.Timestamp, horizon: int) -> pa.
         "metrics": json.dumps({k: v.model_dump() for k, v in manifest.metrics.items()}),
         "metrics_by_horizon": json.dumps([s.wape for s in manifest.metrics_by_horizon.get("model", [])]),
     }
+    if (
+        manifest.quantiles is not None
+    ):  # the quantiles' holdout scores: `forecast evaluate`'s backtest coverage
+        metadata["quantile_metrics"] = manifest.quantiles.metrics.model_dump_json()
     return pa.schema(fields, metadata=metadata)
 
 

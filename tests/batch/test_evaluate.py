@@ -43,7 +43,8 @@ RUN_2 = [
 
 
 def write_run(path: Path, version: str, rows: list[tuple[str, str, str, int, float, float, float]],
-              wape: float, by_horizon: list[float]) -> str:  # fmt: skip
+              wape: float, by_horizon: list[float],
+              coverage: dict[str, object] | None = None) -> str:  # fmt: skip
     fields = [*KEY_FIELDS, pa.field("q0.1", pa.float32()), pa.field("q0.9", pa.float32())]
     scores = {"wape": wape, "mase": 1.0, "rmsse": 1.0, "bias": 0.0}
     metadata = {
@@ -53,6 +54,8 @@ def write_run(path: Path, version: str, rows: list[tuple[str, str, str, int, flo
         "metrics": json.dumps({"model": scores, "seasonal_naive": scores}),
         "metrics_by_horizon": json.dumps(by_horizon),
     }
+    if coverage is not None:  # a model with quantiles: its holdout coverage (manifest.quantiles.metrics)
+        metadata["quantile_metrics"] = json.dumps(coverage)
     columns = list(zip(*rows, strict=True))
     table = pa.table(
         {
@@ -76,7 +79,14 @@ def case(tmp_path: Path) -> tuple[list[str], Path]:
     actuals = tmp_path / "actuals.csv"
     actuals.write_text(ACTUALS)
     runs = [
-        write_run(tmp_path / "v1.parquet", "1", RUN_1, 0.3, [0.25, 0.3, 0.35]),
+        write_run(
+            tmp_path / "v1.parquet",
+            "1",
+            RUN_1,
+            0.3,
+            [0.25, 0.3, 0.35],
+            {"coverage": 0.8, "coverage_by_horizon": [0.85, 0.8, 0.75], "interval": [0.1, 0.9]},
+        ),
         write_run(tmp_path / "v2.parquet", "2", RUN_2, 0.5, []),
     ]
     return runs, actuals
@@ -104,6 +114,19 @@ def test_figures_by_version_horizon_and_store(case: tuple[list[str], Path]) -> N
     check(("version", "2", ""), 2, 2 / 5, 0.0, 1.0, 0.5)
     check(("horizon", "2", "1"), 1, 1 / 5, -1 / 5, 1.0, None)
     check(("store_id", "2", "s1"), 2, 2 / 5, 0.0, 1.0, None)
+    backtest_coverage = {(f.group, f.version, f.key): f.backtest_coverage for f in result.figures}
+    assert backtest_coverage == {
+        ("version", "1", ""): 0.8,
+        ("horizon", "1", "1"): 0.85,
+        ("horizon", "1", "2"): 0.8,
+        ("horizon", "1", "3"): 0.75,
+        ("store_id", "1", "s1"): None,
+        ("store_id", "1", "s2"): None,
+        ("version", "2", ""): None,  # its run carries no quantile metrics
+        ("horizon", "2", "1"): None,
+        ("horizon", "2", "2"): None,
+        ("store_id", "2", "s1"): None,
+    }
     assert got.keys() == {("horizon", "2", "2")}  # actual 0: WAPE undefined, reported as None
     assert got["horizon", "2", "2"].wape is None
 
@@ -127,10 +150,11 @@ def test_command_exports_metrics_and_fails_above_the_threshold(
     assert samples["forecast_live_bias", v1] == pytest.approx(-0.04)
     assert samples["forecast_live_points", v1] == 5
     assert samples["forecast_live_interval_coverage", (("interval", "q0.1-q0.9"), *v1)] == pytest.approx(0.6)
+    assert samples["forecast_backtest_interval_coverage", (("interval", "q0.1-q0.9"), *v1)] == 0.8
     assert samples["forecast_live_wape_by_horizon", (("horizon", "2"), *v1)] == pytest.approx(4 / 6)
     assert main([*args, "--fail-above", "0.45"]) == 0
     out = capsys.readouterr().out
-    assert "| version | 1 |  | 5 | 0.3600 | 0.3000 | -0.0400 | 0.6000 |" in out
+    assert "| version | 1 |  | 5 | 0.3600 | 0.3000 | -0.0400 | 0.6000 | 0.8000 |" in out
     assert "evaluated 7 forecast points; 2 have no actual yet" in out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,8 @@ def test_batch_forecasts_equal_the_service_bit_for_bit(
         manifest.sha256,
     )
     assert meta["origin"] == str(ORIGIN.date()) and meta["horizon"] == str(manifest.horizon)
+    assert manifest.quantiles is not None
+    assert json.loads(meta["quantile_metrics"]) == manifest.quantiles.metrics.model_dump(mode="json")
     quantiles = ["q0.1", "q0.5", "q0.9"]  # the model's quantile outputs, by level
     assert run.column_names == ["store_id", "item_id", "origin", "date", "horizon", "yhat", *quantiles]
     frame = run.to_pandas()
