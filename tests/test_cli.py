@@ -27,20 +27,25 @@ def daily_sales(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def check_model_folder(out: Path, freq: str, horizon: int) -> Manifest:
+def check_model_folder(out: Path, freq: str, horizon: int, quantiles: tuple[str, ...] = ()) -> Manifest:
     manifest = Manifest.load(out)
     assert manifest.sha256 == sha256_file(out / "model.onnx")
     assert (manifest.freq, manifest.horizon) == (freq, horizon)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     (tensor,) = session.get_inputs()
     assert tensor.shape[1] == len(manifest.features.names)
-    replay = session.run(None, {tensor.name: np.asarray(manifest.golden.inputs, dtype=np.float32)})[0]
-    assert replay.tolist() == manifest.golden.outputs
+    replay = session.run(None, {tensor.name: np.asarray(manifest.golden.inputs, dtype=np.float32)})
+    assert replay[0].tolist() == manifest.golden.outputs
+    assert [o.name for o in session.get_outputs()] == ["forecast", *quantiles]
+    golden = [q.golden for q in manifest.quantiles.outputs] if manifest.quantiles else []
+    assert golden == [r.tolist() for r in replay[1:]]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["gate"]["passed"] is True
     assert len(metrics["by_horizon"]["model"]) == horizon
     assert (out / "report.md").read_text().startswith("# Training report")
     assert (out / "forecast.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ("## Quantile forecasts" in (out / "report.md").read_text()) == bool(quantiles)
+    assert (out / "calibration.png").exists() == bool(quantiles)
     return manifest
 
 
@@ -51,10 +56,14 @@ def test_train_daily_beats_seasonal_naive(
     out = tmp_path / "model"
     code = main(["train", "--data", str(daily_sales), "--out", str(out), "--horizon", "14", *FAST])
     assert code == 0
-    manifest = check_model_folder(out, "D", 14)
+    manifest = check_model_folder(out, "D", 14, ("q0.1", "q0.5", "q0.9"))
     model, naive = manifest.metrics["model"].wape, manifest.metrics["seasonal_naive"].wape
     assert model is not None and naive is not None
     assert model < 0.95 * naive
+    assert manifest.quantiles is not None
+    scores = json.loads((out / "metrics.json").read_text())["quantiles"]
+    assert scores["scaled_pinball"] < 0.9 * scores["point_scaled_pinball"]  # the heads add information
+    assert 0.6 < scores["coverage"] < 0.97 and len(scores["coverage_by_horizon"]) == 14
     printed = capsys.readouterr().out
     assert "| model |" in printed and "promotion gate passed" in printed
 
@@ -64,8 +73,9 @@ def test_train_weekly_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "weekly.parquet"
     synthesize_to(data, stores=3, items=10, periods=130, freq=Freq.WEEKLY, seed=4)
     out = tmp_path / "model"
-    assert main(["train", "--data", str(data), "--out", str(out), *FAST]) == 0
+    assert main(["train", "--data", str(data), "--out", str(out), "--quantiles", "none", *FAST]) == 0
     manifest = check_model_folder(out, "W", Freq.WEEKLY.default_horizon)
+    assert manifest.quantiles is None
     assert manifest.min_history <= 60
 
 

@@ -642,6 +642,7 @@ def _write_metrics(result: TrainResult, horizon: int, panel: Panel, data_report:
         if result.quantiles is None
         else {
             **_manifest_quantile_scores(result.quantiles).model_dump(),
+            "point_scaled_pinball": _finite(result.quantiles.point_scores.scaled_pinball),
             "parity": None if result.quantile_parity is None else vars(result.quantile_parity),
         },
         "rows": {

@@ -109,7 +109,8 @@ def quantile_lines(result: TrainResult) -> list[str]:
     lines = [
         "## Quantile forecasts",
         "",
-        f"Holdout scaled pinball loss (M5 Uncertainty, mean over levels) {scores.scaled_pinball:.4f}; "
+        f"Holdout scaled pinball loss (M5 Uncertainty, mean over levels) {scores.scaled_pinball:.4f} "
+        f"(the point forecast as every quantile: {quantiles.point_scores.scaled_pinball:.4f}); "
         f"coverage of the interval [{levels[0]:g}, {levels[-1]:g}]: {scores.coverage:.3f} "
         f"(nominal {nominal:.2f}).",
         "",
