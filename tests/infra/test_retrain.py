@@ -14,9 +14,13 @@ import subprocess
 from typing import Any
 
 import pytest
+import yaml
 
 from retail_forecast.cli import EXIT_ACCURACY, build_parser
+from tests.infra.iac import REPO
 from tests.infra.test_yaml import load_pipeline
+
+AML_DIR = REPO / "training" / "aml"
 
 MACRO = re.compile(r"\$\((\w+(?:\.\w+)*)\)|\$\{\{[^}]*\}\}")
 
@@ -161,3 +165,12 @@ def test_the_scripts_parse(pipeline: dict[str, Any], name: str) -> None:
             ["bash", "-n"], input=MACRO.sub("MACRO", script), capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_the_pipeline_is_the_one_owner_of_scheduled_retraining(pipeline: dict[str, Any]) -> None:
+    """No Azure ML schedule trains on a clock of its own: the nightly pipeline run is the only one."""
+    assert len(pipeline["schedules"]) == 1
+    for path in AML_DIR.glob("*.y*ml"):
+        document = yaml.safe_load(path.read_text())
+        assert "schedule" not in str(document.get("$schema", "")), path.name
+        assert "trigger" not in document, path.name
