@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="a new .parquet path, or azureblob://container/path")
     predict.add_argument("--chunk-series", type=_positive_int, default=2000, help="series scored at once")
     predict.add_argument("--no-progress", dest="progress", action="store_false")
+    predict.add_argument(
+        "--summary-file",
+        type=Path,
+        default=None,
+        help="after a successful run, write its one-line JSON summary here (e.g. /dev/termination-log)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="score past forecast runs against the actuals")
     evaluate.add_argument(
@@ -508,6 +514,8 @@ def _predict(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_USAGE)
     for line in report.lines():
         print(f"predict: {line}", file=sys.stderr)
+    if args.summary_file is not None:
+        args.summary_file.write_text(report.summary(model, args.out).message())
     print(f"wrote {report.rows} forecasts of {manifest.name} {manifest.version} to {args.out}")
     return 0
 

@@ -47,6 +47,11 @@ param alert5xxRatioThreshold string = '0.05'
 param alertP95LatencyMsThreshold int = 250
 @description('Alert when a version\'s live WAPE exceeds its backtest WAPE by more than this (0.25 = 25 %).')
 param alertLiveWapeMargin string = '0.25'
+// A secret in effect (the Incoming WebHook endpoint takes unauthenticated POSTs): passed at deploy time from
+// the Key Vault-linked variable group, never written in a parameters file.
+@secure()
+@description('Azure DevOps Incoming WebHook URL the live-WAPE alert posts to, starting the pipeline\'s retraining path (infra/README.md). Empty: the alert only notifies.')
+param retrainWebhookUrl string = ''
 // 'Disabled' (default): Storage, Key Vault, ACR and the AML workspace get private endpoints and no public access.
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string = 'Disabled'
@@ -815,6 +820,25 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
+// The live-WAPE alert's second action: start the pipeline's retraining path through its Incoming WebHook
+// (azure-pipelines.yml `resources: webhooks:`). Only that alert uses this group.
+resource retrainActionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(retrainWebhookUrl)) {
+  name: 'ag-${base}-retrain'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'rf-retrain'
+    enabled: true
+    webhookReceivers: [
+      {
+        name: 'azure-devops-retrain'
+        serviceUri: retrainWebhookUrl
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
 resource podsNotReady 'Microsoft.Insights/metricAlerts@2018-03-01' = {
   name: 'alert-${base}-pods-not-ready'
   location: 'global'
@@ -859,6 +883,7 @@ var logAlerts = [
     threshold: json(alert5xxRatioThreshold)
     failing: 1
     periods: 1
+    retrain: false
   }
   {
     key: 'p95-latency'
@@ -870,6 +895,7 @@ var logAlerts = [
     threshold: alertP95LatencyMsThreshold
     failing: 2
     periods: 3
+    retrain: false
   }
   {
     key: 'rollbacks'
@@ -881,6 +907,7 @@ var logAlerts = [
     threshold: 0
     failing: 1
     periods: 1
+    retrain: false
   }
   {
     key: 'live-wape'
@@ -892,6 +919,7 @@ var logAlerts = [
     threshold: json(alertLiveWapeMargin)
     failing: 1
     periods: 1
+    retrain: true
   }
 ]
 
@@ -922,7 +950,11 @@ resource scheduledQueryRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01'
           }
         ]
       }
-      actions: { actionGroups: [actionGroup.id] }
+      actions: {
+        actionGroups: concat([actionGroup.id], (rule.retrain && !empty(retrainWebhookUrl)) ? [retrainActionGroup.id] : [])
+        // In the common alert schema's data.customProperties: the pipeline's webhook trigger filters on it.
+        customProperties: rule.retrain ? { forecastAction: 'retrain' } : {}
+      }
     }
   }
 ]

@@ -96,6 +96,23 @@ resource "azurerm_monitor_action_group" "oncall" {
   }
 }
 
+# The live-WAPE alert's second action: start the pipeline's retraining path through its Incoming WebHook
+# (azure-pipelines.yml `resources: webhooks:`). Only that alert uses this group: a 5xx or latency alert
+# is no reason to retrain.
+resource "azurerm_monitor_action_group" "retrain" {
+  count               = nonsensitive(var.retrain_webhook_url != "") ? 1 : 0
+  name                = "ag-${local.base}-retrain"
+  resource_group_name = azurerm_resource_group.main.name
+  short_name          = "rf-retrain"
+  tags                = local.tags
+
+  webhook_receiver {
+    name                    = "azure-devops-retrain"
+    service_uri             = var.retrain_webhook_url
+    use_common_alert_schema = true
+  }
+}
+
 # Pods not ready in the ForecastModel namespace (AKS platform metric, no agent configuration needed).
 resource "azurerm_monitor_metric_alert" "pods_not_ready" {
   name                = "alert-${local.base}-pods-not-ready"
@@ -144,6 +161,7 @@ locals {
       threshold   = var.alert_5xx_ratio_threshold
       failing     = 1
       periods     = 1
+      retrain     = false
     }
     p95_latency = {
       description = "p95 latency of the scoring service above the threshold over 15 minutes."
@@ -153,6 +171,7 @@ locals {
       threshold   = var.alert_p95_latency_ms_threshold
       failing     = 2
       periods     = 3
+      retrain     = false
     }
     rollbacks = {
       description = "A ForecastModel rolled back or a model failed verification."
@@ -162,6 +181,7 @@ locals {
       threshold   = 0
       failing     = 1
       periods     = 1
+      retrain     = false
     }
     live_wape = {
       description = "A model version's live WAPE (forecast evaluate) exceeds its backtest WAPE by more than the margin."
@@ -171,6 +191,7 @@ locals {
       threshold   = var.alert_live_wape_margin
       failing     = 1
       periods     = 1
+      retrain     = true
     }
   }
 }
@@ -201,6 +222,11 @@ resource "azurerm_monitor_scheduled_query_rules_alert_v2" "log" {
   }
 
   action {
-    action_groups = [azurerm_monitor_action_group.oncall.id]
+    action_groups = concat(
+      [azurerm_monitor_action_group.oncall.id],
+      each.value.retrain ? azurerm_monitor_action_group.retrain[*].id : [],
+    )
+    # In the common alert schema's data.customProperties: the pipeline's webhook trigger filters on it.
+    custom_properties = each.value.retrain ? { forecastAction = "retrain" } : {}
   }
 }

@@ -198,6 +198,21 @@ variable "alert_live_wape_margin" {
   default     = 0.25
 }
 
+# A secret in effect: the Incoming WebHook endpoint takes unauthenticated POSTs, so whoever has the URL can
+# start the retraining path. It comes from the Key Vault-linked variable group (TF_VAR_retrain_webhook_url),
+# never from a tfvars file.
+variable "retrain_webhook_url" {
+  description = "Azure DevOps Incoming WebHook URL the live-WAPE alert posts to, starting the pipeline's retraining path (infra/README.md). Empty: the alert only notifies."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = var.retrain_webhook_url == "" || can(regex("^https://dev\\.azure\\.com/[^/]+/_apis/public/distributedtask/webhooks/[A-Za-z0-9_-]+\\?api-version=", var.retrain_webhook_url))
+    error_message = "retrain_webhook_url: https://dev.azure.com/<org>/_apis/public/distributedtask/webhooks/<connection>?api-version=6.0-preview, or empty."
+  }
+}
+
 variable "alert_p95_latency_ms_threshold" {
   description = "Alert when the p95 request latency over 15 minutes exceeds this, in milliseconds."
   type        = number

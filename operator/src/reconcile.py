@@ -417,7 +417,11 @@ class Reconciler:
             return batch_runs.BatchReport(None, None, [])
         meta = body["metadata"]
         jobs = await self.kube.list("batch", "v1", "jobs", meta["namespace"], res.batch_labels(meta["name"]))
-        return batch_runs.last_run(jobs, (body.get("status") or {}).get("batch"))
+        run, previous = batch_runs.newest_finished(jobs), (body.get("status") or {}).get("batch")
+        pods = None
+        if run is not None and batch_runs.needs_pods(run, previous):
+            pods = await self.kube.list("", "v1", "pods", meta["namespace"], {res.JOB_NAME_LABEL: run.name})
+        return batch_runs.last_run(run, previous, pods)
 
     async def _verify(self, body: dict[str, Any], spec: res.ForecastModelSpec) -> Verified:
         status = body.get("status") or {}

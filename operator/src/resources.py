@@ -14,6 +14,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from retail_forecast.batch.summary import TERMINATION_LOG
+
 GROUP: Final = "retailforecast.io"
 VERSION: Final = "v1alpha1"
 PLURAL: Final = "forecastmodels"
@@ -244,6 +246,9 @@ def deployment(
 
 
 BATCH_COMPONENT: Final = "batch"
+BATCH_CONTAINER: Final = "predict"
+# The label the Job controller gives a Job's pods.
+JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
 # Kubernetes expands $(VAR) in args from the container's env: each run writes its own dataset, named
 # after its Job (the CronJob names each scheduled Job uniquely), under the version that made it.
 _JOB_NAME_ENV: Final = "BATCH_JOB_NAME"
@@ -265,7 +270,7 @@ def cronjob(owner: str, spec: ForecastModelSpec, *, version: str, sha256: str) -
     assert batch is not None, "only a ForecastModel with spec.batch has a CronJob"
     run_labels = {**batch_labels(owner), LABEL_VERSION: version}
     predict = {
-        "name": "predict",
+        "name": BATCH_CONTAINER,
         "args": [
             "predict",
             "--data",
@@ -275,14 +280,19 @@ def cronjob(owner: str, spec: ForecastModelSpec, *, version: str, sha256: str) -
             "--out",
             batch_output(batch.output, version),
             "--no-progress",
+            "--summary-file",
+            TERMINATION_LOG,
         ],
         "env": [
             {
                 "name": _JOB_NAME_ENV,
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}},
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}},
             }
         ],
-        # The last lines of the log (predict's report, or its error) become the Job's failure message.
+        # A run that succeeded leaves its summary (rows, version, output) as the pod's termination
+        # message, which the operator shows in status.batch; one that failed wrote none, and the kubelet
+        # keeps the log's last lines (predict's error) instead.
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": batch.resources,
     }

@@ -33,6 +33,7 @@ from retail_forecast.batch.input import (
     unsupported_suffix,
 )
 from retail_forecast.batch.output import write_forecasts
+from retail_forecast.batch.summary import RunSummary
 from retail_forecast.core import features as feat
 from retail_forecast.core.data import Panel, build_panel, validate_sales
 from retail_forecast.core.schema import DATE, ITEM, SERIES_KEY, STORE, DataError, Freq
@@ -104,6 +105,19 @@ class PredictReport:
             f"skipped, fewer periods of history than the model needs: {self.too_short}",
             *self.notes,
         ]
+
+    def summary(self, model: LoadedModel, out: str) -> RunSummary:
+        """The run in one line for whoever started it (the batch CronJob's termination message)."""
+        manifest = model.manifest
+        return RunSummary(
+            model=manifest.name,
+            version=manifest.version,
+            sha256=manifest.sha256,
+            output=out,
+            series=self.series,
+            forecast=self.forecast,
+            rows=self.rows,
+        )
 
 
 def _parts(path: Path, source: str) -> Iterator[tuple[pd.DataFrame, int, bool]]:

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from retail_forecast.batch.predict import history_window, predict
+from retail_forecast.batch.summary import parse_summary
 from retail_forecast.cli import EXIT_ACCURACY, EXIT_STORE, main
 from retail_forecast.core.schema import DataError, Freq
 from retail_forecast.core.store import open_store
@@ -157,10 +158,23 @@ def test_predict_and_evaluate_commands_with_the_store_and_output_in_azure(
     run = f"azureblob://{container}/forecasts/demand/{ORIGIN.date()}.parquet"
     args = ["predict", "--data", str(data), "--model-uri", azure_store_uri, "--name", "demand"]
     args += ["--version", "7", "--fetch-dir", str(tmp_path / "models"), "--origin", str(ORIGIN.date())]
-    assert main([*args, "--out", run, "--no-progress"]) == 0
+    summary = tmp_path / "termination-log"
+    assert main([*args, "--out", run, "--no-progress", "--summary-file", str(summary)]) == 0
     assert "wrote 168 forecasts of demand 7" in capsys.readouterr().out
-    assert main([*args, "--out", run, "--no-progress"]) == EXIT_STORE  # a run is written once
+    reported = parse_summary(summary.read_text())
+    assert reported is not None
+    assert (reported.model, reported.version, reported.output) == ("demand", "7", run)
+    assert (reported.sha256, reported.rows, reported.forecast) == (
+        load_model(model_dir).manifest.sha256,
+        168,
+        12,
+    )
+    assert "AccountKey" not in summary.read_text() and "\n" not in summary.read_text()
+    failed_summary = tmp_path / "failed-termination-log"
+    again = [*args, "--out", run, "--no-progress", "--summary-file", str(failed_summary)]
+    assert main(again) == EXIT_STORE  # a run is written once
     assert "already exists" in capsys.readouterr().err
+    assert not failed_summary.exists()  # a failed run leaves its log's tail to the kubelet
 
     metrics = tmp_path / "metrics.prom"
     evaluate = ["evaluate", "--forecasts", run, "--actuals", str(data), "--metrics-out", str(metrics)]

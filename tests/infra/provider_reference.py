@@ -304,6 +304,7 @@ def compact_types(types: list[dict[str, Any]], resource: str) -> dict[str, Any]:
 
 _EXPRESSION_KEYS = ({"operator"}, {"function"})
 _LOOP_KEYS = {"loop_type", "condition", "config"}
+_CONDITION_KEYS = {"condition", "config"}
 
 
 class BicepChecker:
@@ -327,6 +328,8 @@ class BicepChecker:
             # A loop: a resource loop yields bodies, a property loop the array's items.
             item = node.get("array", index)
             return self._value(value["config"], item, where, top)
+        if top and isinstance(value, dict) and set(value) == _CONDITION_KEYS:
+            return self._value(value["config"], index, where, top)  # a resource deployed `if (…)`
         if isinstance(value, dict) and set(value) in _EXPRESSION_KEYS:
             return self._expression(value, index, where)
         if "union" in node:

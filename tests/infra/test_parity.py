@@ -288,7 +288,8 @@ def bicep() -> dict[str, Any]:
 
 def bicep_body(bicep: dict[str, Any], name: str) -> dict[str, Any]:
     config: dict[str, Any] = bicep["resources"][name]["config"]
-    return config["config"] if set(config) == {"loop_type", "condition", "config"} else config
+    wrapped = set(config) in ({"loop_type", "condition", "config"}, {"condition", "config"})  # loop, `if (…)`
+    return config["config"] if wrapped else config
 
 
 def test_every_resource_has_its_counterpart(tf: dict[str, dict[str, Any]], bicep: dict[str, Any]) -> None:
@@ -418,16 +419,32 @@ def test_alerts_are_the_same(tf: dict[str, dict[str, Any]], bicep: dict[str, Any
             a["column"],
             a["failing"],
             a["periods"],
+            a["retrain"],
         )
         for key, a in alerts.items()
     }
     deployed = {
-        f"alert-${{base}}-{a['key']}": (a["severity"], a["window"], a["column"], a["failing"], a["periods"])
+        f"alert-${{base}}-{a['key']}": (
+            a["severity"],
+            a["window"],
+            a["column"],
+            a["failing"],
+            a["periods"],
+            a["retrain"],
+        )
         for a in bicep["variables"]["logAlerts"]["value"]
     }
     assert terraform == deployed
     tf_names = {tf["azurerm_monitor_metric_alert.pods_not_ready"]["name"].replace("local.", "")}
     assert tf_names == {bicep_body(bicep, "podsNotReady")["name"]}
+    # the on-call group (every alert) and the retraining webhook's group (the alerts marked retrain)
+    for group in ("oncall", "retrain"):
+        terraform_group = tf[f"azurerm_monitor_action_group.{group}"]
+        bicep_group = bicep_body(bicep, "actionGroup" if group == "oncall" else "retrainActionGroup")
+        assert normalised_name(terraform_group["name"]) == bicep_group["name"]
+        assert (
+            terraform_group["short_name"].replace("var.", "") == bicep_group["properties"]["groupShortName"]
+        )
 
 
 def normalised_name(name: str) -> str:

@@ -14,9 +14,14 @@ import subprocess
 from typing import Any
 
 import pytest
+import yaml
 
 from retail_forecast.cli import EXIT_ACCURACY, build_parser
-from tests.infra.test_yaml import load_pipeline
+from tests.infra.iac import BICEP, REPO, bicep_template, terraform_blocks, terraform_resources, unwrap
+from tests.infra.test_parity import as_list
+from tests.infra.test_yaml import PIPELINE, load_pipeline
+
+AML_DIR = REPO / "training" / "aml"
 
 MACRO = re.compile(r"\$\((\w+(?:\.\w+)*)\)|\$\{\{[^}]*\}\}")
 
@@ -74,9 +79,13 @@ def test_the_retraining_path_is_a_scheduled_run_or_the_parameter(pipeline: dict[
     assert parameter["default"] == "none"
     assert parameter["values"] == ["none", "auto", "always"]
     (path,) = [v for v in pipeline["variables"] if v.get("name") == "retrainPath"]
-    assert (
-        path["value"]
-        == "${{ or(eq(variables['Build.Reason'], 'Schedule'), ne(parameters.retrain, 'none')) }}"
+    assert path["value"] == (
+        "${{ or(in(variables['Build.Reason'], 'Schedule', 'ResourceTrigger'), "
+        "ne(parameters.retrain, 'none')) }}"
+    )
+    (always,) = [v for v in pipeline["variables"] if v.get("name") == "retrainAlways"]
+    assert always["value"] == (
+        "${{ or(eq(variables['Build.Reason'], 'ResourceTrigger'), eq(parameters.retrain, 'always')) }}"
     )
     evaluate = stage(pipeline, "evaluate_live")
     assert evaluate["condition"] == "and(succeeded(), eq(variables['retrainPath'], 'True'))"
@@ -161,3 +170,57 @@ def test_the_scripts_parse(pipeline: dict[str, Any], name: str) -> None:
             ["bash", "-n"], input=MACRO.sub("MACRO", script), capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_the_live_wape_alert_starts_the_retraining_path_through_the_webhook(pipeline: dict[str, Any]) -> None:
+    """The pipeline's webhook trigger and the alert on both IaC sides agree: only a firing live-WAPE alert
+    (its custom property) starts a run, and the URL is a secret input, never a literal."""
+    (webhook,) = pipeline["resources"]["webhooks"]
+    filters = {f["path"]: f["value"] for f in webhook["filters"]}
+    assert filters.pop("data.essentials.monitorCondition") == "Fired"  # not the resolution
+    ((path, value),) = filters.items()
+    prefix = "data.customProperties."
+    assert path.startswith(prefix)
+    custom = {path.removeprefix(prefix): value}
+    # a webhook run is a resource trigger: retrainPath and retrainAlways say so, the script reads the latter
+    (script,) = scripts(stage(pipeline, "evaluate_live"))
+    assert 'if [ "$(retrainAlways)" = True ]; then' in script
+    assert "parameters.liveWapeAlert" not in PIPELINE.read_text()  # the payload never reaches a script
+
+    tf = terraform_resources()
+    (receiver,) = as_list(tf["azurerm_monitor_action_group.retrain"]["webhook_receiver"])
+    assert receiver["service_uri"] == "${var.retrain_webhook_url}"
+    assert receiver["use_common_alert_schema"] is True
+    (variable,) = [
+        unwrap(v["retrain_webhook_url"]) for v in terraform_blocks()["variable"] if "retrain_webhook_url" in v
+    ]
+    assert variable["sensitive"] is True and variable["default"] == ""
+    alerts = next(unwrap(e["log_alerts"]) for e in terraform_blocks()["locals"] if "log_alerts" in e)
+    assert [key for key, alert in alerts.items() if alert["retrain"]] == ["live_wape"]
+    action = tf["azurerm_monitor_scheduled_query_rules_alert_v2.log"]["action"]
+    assert "azurerm_monitor_action_group.retrain[*].id" in str(action["action_groups"])
+    assert action["custom_properties"] == f"${{each.value.retrain ? {custom} : {{}}}}"
+
+    bicep = bicep_template()
+    group = bicep["resources"]["retrainActionGroup"]
+    (bicep_receiver,) = group["config"]["config"]["properties"]["webhookReceivers"]
+    assert (
+        bicep_receiver["serviceUri"] == "retrainWebhookUrl" and bicep_receiver["useCommonAlertSchema"] is True
+    )
+    assert bicep["parameters"]["retrainWebhookUrl"]["decorators"]
+    rules = bicep["variables"]["logAlerts"]["value"]
+    assert [rule["key"] for rule in rules if rule["retrain"]] == ["live-wape"]
+    ((key, wanted),) = custom.items()
+    assert (
+        f"customProperties: rule.retrain ? {{ {key}: '{wanted}' }} : {{}}"
+        in (BICEP / "main.bicep").read_text()
+    )
+
+
+def test_the_pipeline_is_the_one_owner_of_scheduled_retraining(pipeline: dict[str, Any]) -> None:
+    """No Azure ML schedule trains on a clock of its own: the nightly pipeline run is the only one."""
+    assert len(pipeline["schedules"]) == 1
+    for path in AML_DIR.glob("*.y*ml"):
+        document = yaml.safe_load(path.read_text())
+        assert "schedule" not in str(document.get("$schema", "")), path.name
+        assert "trigger" not in document, path.name

@@ -14,14 +14,14 @@ import kubernetes.dynamic.exceptions
 import pytest
 
 from retail_forecast.operator import resources as res
-from tests.controlplane import Client, ControlPlane, make_deployment_available, wait_until
+from tests.controlplane import ControlPlane, make_deployment_available, wait_until
 from tests.operator.conftest import FM_API, Cluster, Operator, Store, forecast_model
+from tests.operator.runs import CRONJOB, finish_run, run_from_the_cronjob, summary_of
 
 pytestmark = pytest.mark.timeout(300)
 
 WRITES: Final = {"create", "patch", "update", "delete"}
 QUIET_SECONDS: Final = 15.0
-CRONJOB: Final = res.cronjob_name("demand")
 BATCH: Final = {
     "schedule": "0 2 1 1 *",  # once a year: the runs here are the test's own
     "input": "/data/sales.parquet",
@@ -43,63 +43,6 @@ def pinned(cluster: Cluster) -> tuple[str, str] | None:
         return None
     args = found["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"][0]["args"]
     return str(args[3]), str(args[args.index("--sha256") + 1])
-
-
-def run_from_the_cronjob(client: Client, namespace: str, name: str) -> None:
-    """What `kubectl create job NAME --from=cronjob/demand-batch` creates."""
-    cronjob = client.read("batch/v1", "CronJob", CRONJOB, namespace)
-    assert cronjob is not None
-    template = cronjob["spec"]["jobTemplate"]
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "labels": template["metadata"].get("labels") or {},
-            "annotations": {
-                **(template["metadata"].get("annotations") or {}),
-                "cronjob.kubernetes.io/instantiate": "manual",
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": "batch/v1",
-                    "kind": "CronJob",
-                    "name": CRONJOB,
-                    "uid": cronjob["metadata"]["uid"],
-                    "controller": True,
-                }
-            ],
-        },
-        "spec": template["spec"],
-    }
-    client.resource("batch/v1", "Job").create(body=job, namespace=namespace)
-
-
-def finish_run(client: Client, namespace: str, job: str, phase: str) -> None:
-    """Play the kubelet: the run's pod ends in `phase` (Failed or Succeeded)."""
-    pods = wait_until(lambda: client.list("v1", "Pod", namespace, f"job-name={job}"), what=f"{job}'s pod")
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    code = 1 if phase == "Failed" else 0
-    status = {
-        "phase": phase,
-        "startTime": now,
-        "containerStatuses": [
-            {
-                "name": "predict",
-                "image": "registry.local/inference:1",
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "state": {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}},
-            }
-        ],
-    }
-    client.resource("v1", "Pod").status.patch(
-        body={"status": status},
-        name=pods[0]["metadata"]["name"],
-        namespace=namespace,
-        content_type="application/merge-patch+json",
-    )
 
 
 def fm_status(cluster: Cluster) -> dict[str, Any]:
@@ -148,8 +91,10 @@ def test_the_batch_cronjob_follows_the_active_version_and_reports_its_runs(
         assert cluster.condition("BatchSucceeded") is None  # no run yet: no verdict
 
         # A failed run: a Warning Event and BatchSucceeded=False with the Job's reason.
+        # With its pod's last words (the log tail the kubelet keeps under FallbackToLogsOnError).
         run_from_the_cronjob(client, namespace, "demand-batch-manual-1")
-        finish_run(client, namespace, "demand-batch-manual-1", "Failed")
+        error = "forecast: /data/sales.parquet: no such file"
+        finish_run(client, namespace, "demand-batch-manual-1", "Failed", error)
         wait_until(
             lambda: cluster.condition("BatchSucceeded") == ("False", "BackoffLimitExceeded"),
             what="BatchSucceeded=False",
@@ -158,19 +103,37 @@ def test_the_batch_cronjob_follows_the_active_version_and_reports_its_runs(
             "job": "demand-batch-manual-1",
             "version": "2",
             "outcome": "Failed",
+            "podMessage": error,
             "lastRun": None,
             "finished": None,
         }
-        wait_until(lambda: batch_failed_events(cluster), what="the BatchFailed Event")
+        failed = wait_until(lambda: batch_failed_events(cluster), what="the BatchFailed Event")
+        assert error in failed[0]["message"]
 
-        # The next run succeeds.
+        # The next run succeeds: its pod's summary shows as the run's rows.
         run_from_the_cronjob(client, namespace, "demand-batch-manual-2")
-        finish_run(client, namespace, "demand-batch-manual-2", "Succeeded")
+        summary = summary_of(client, namespace, "demand-batch-manual-2", rows=84)
+        finish_run(client, namespace, "demand-batch-manual-2", "Succeeded", summary)
         wait_until(
             lambda: cluster.condition("BatchSucceeded") == ("True", "Completed"), what="BatchSucceeded"
         )
-        assert batch_status(cluster)["job"] == "demand-batch-manual-2"
-        assert batch_status(cluster)["outcome"] == "Succeeded"
+        shown = batch_status(cluster)
+        assert (shown["job"], shown["outcome"], shown["rows"], shown["series"]) == (
+            "demand-batch-manual-2",
+            "Succeeded",
+            84,
+            6,
+        )
+        assert shown["output"] == "azureblob://runs/demand/2/demand-batch-manual-2.parquet"
+        assert "podMessage" not in shown and "rowsUnknown" not in shown
+
+        # A run whose pod left no summary (an older image, say): rows unknown, never a guess.
+        run_from_the_cronjob(client, namespace, "demand-batch-manual-3")
+        finish_run(client, namespace, "demand-batch-manual-3", "Succeeded")
+        wait_until(lambda: batch_status(cluster).get("job") == "demand-batch-manual-3", what="run 3 shown")
+        shown = batch_status(cluster)
+        assert "rows" not in shown and "output" not in shown
+        assert "no termination message" in shown["rowsUnknown"]
 
         # Steady state: no write at all, and the failure was reported once.
         def writes() -> list[tuple[str, str, str]]:

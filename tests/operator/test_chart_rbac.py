@@ -3,7 +3,7 @@
 `forecast operator`, with the arguments the chart gives it, runs as the chart's ServiceAccount (a
 TokenRequest token in a kubeconfig) under the chart's rendered RBAC and peering objects, the model store
 on Azurite. A ForecastModel goes create → Ready (the test plays the kubelet) → upgrade → promotion →
-autoscaling off → delete. The API server's audit log then answers two questions: was any request
+autoscaling off → a batch run → delete. The API server's audit log then answers two questions: was any request
 denied, and is the set of (apiGroup, resource[/subresource], verb) the operator used exactly what the
 chart grants — every grant used, nothing used that is not granted.
 """
@@ -29,6 +29,7 @@ from tests.controlplane import (
 )
 from tests.operator.conftest import Store
 from tests.operator.process import OperatorProcess
+from tests.operator.runs import finish_run, run_from_the_cronjob, summary_of
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -91,8 +92,8 @@ def replicas(client: Client, namespace: str, name: str) -> int | None:
 
 
 def drive_a_rollout(client: Client, namespace: str, store: Store) -> None:
-    """create → Ready → upgrade → promotion → autoscaling off → batch off → delete, each step waited for
-    as a user would see it."""
+    """create → Ready → upgrade → promotion → autoscaling off → a batch run → batch off → delete, each
+    step waited for as a user would see it."""
     fms = client.resource(FM_API, res.KIND)
     fms.create(body=forecast_model(namespace, store), namespace=namespace)
     wait_until(lambda: client.read("apps/v1", "Deployment", "demand-blue", namespace), what="demand-blue")
@@ -122,6 +123,11 @@ def drive_a_rollout(client: Client, namespace: str, store: Store) -> None:
     wait_until(lambda: client.read(*hpa) is None, what="the HPA deleted")
     cronjob = ("batch/v1", "CronJob", res.cronjob_name("demand"), namespace)
     assert client.read(*cronjob) is not None
+    # A batch run: the operator reads its pod's summary for status.batch.
+    run_from_the_cronjob(client, namespace, "demand-batch-manual-1")
+    summary = summary_of(client, namespace, "demand-batch-manual-1", rows=84)
+    finish_run(client, namespace, "demand-batch-manual-1", "Succeeded", summary)
+    wait_until(lambda: status(client, namespace).get("batch", {}).get("rows") == 84, what="the run's rows")
     no_batch = {"spec": {"batch": None}}
     fms.patch(body=no_batch, name="demand", namespace=namespace, content_type="application/merge-patch+json")
     wait_until(lambda: client.read(*cronjob) is None, what="the CronJob deleted")

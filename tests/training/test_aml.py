@@ -19,8 +19,7 @@ from typing import Any
 
 import azure.ai.ml as aml_sdk
 import pytest
-from azure.ai.ml.entities import Command, CronTrigger, JobSchedule, PipelineJob
-from azure.ai.ml.entities._load_functions import load_schedule  # this azure-ai-ml does not re-export it
+from azure.ai.ml.entities import Command
 from azure.ai.ml.sweep import (
     BanditPolicy,
     Choice,
@@ -142,8 +141,6 @@ def test_yamllint_relaxed_accepts_the_yamls() -> None:
         "environment.yml",
         "train-job.yml",
         "sweep-job.yml",
-        "retrain-schedule.yml",
-        "train-pipeline.yml",
     }
     result = subprocess.run(
         [sys.executable, "-m", "yamllint", "-d", "relaxed", "-f", "parsable", *map(str, files)],
@@ -255,39 +252,6 @@ def test_command_job_inputs_and_outputs(command_job: Any) -> None:
     model = command_job.outputs["model"]._data
     assert model.type == "uri_folder"
     assert model.mode == "rw_mount"
-
-
-# ----------------------------------------------------------------------------------------------- schedule
-
-
-def test_schedule_runs_the_command_job_weekly(command_job: Any) -> None:
-    schedule = load_schedule(AML_DIR / "retrain-schedule.yml")
-    assert type(schedule) is JobSchedule
-    assert schedule.name == "retail-forecast-weekly-train"
-    trigger: Any = schedule.trigger
-    assert type(trigger) is CronTrigger
-    minute, hour, day, month, weekday = trigger.expression.split()
-    assert (day, month) == ("*", "*") and weekday.isdigit()  # once a week
-    assert minute.isdigit() and hour.isdigit()
-    assert trigger.time_zone == "UTC"
-    # schedules run pipeline jobs: one step, the very job train-job.yml defines
-    pipeline: Any = schedule.create_job
-    assert type(pipeline) is PipelineJob
-    assert set(pipeline.jobs) == {"train"}
-    assert type(pipeline.jobs["train"]) is Command
-    step: Any = pipeline.jobs["train"]  # Any: the SDK types component as str | CommandComponent
-    assert (step.command, step.code) == (command_job.command, command_job.code)
-    assert step.compute.removeprefix("azureml:") == command_job.compute.removeprefix("azureml:")
-    environment = step.component.environment  # a pipeline step keeps its inline environment on its component
-    assert (environment.image, environment.conda_file) == (
-        command_job.environment.image,
-        command_job.environment.conda_file,
-    )
-    assert {n: input_value(step, n) for n in step.inputs} == {
-        n: input_value(command_job, n) for n in command_job.inputs
-    }
-    assert {n: o._data.type for n, o in step.outputs.items()} == {"model": "uri_folder"}
-    assert schedule._to_rest_object() is not None  # what create_or_update sends (a CommandJob fails here)
 
 
 # ---------------------------------------------------------------------------------------------- sweep job

@@ -93,10 +93,15 @@ real API server: every rule must be used, and nothing used may be missing.
   resources: [cronjobs]
   verbs: [get, create, patch, delete]
 # The Jobs it makes: kopf watches them (labelled managed-by), the reconciler lists them by label for
-# status.batch. Pods are never read.
+# status.batch.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch]
+# A finished run's pods, listed by job name once per run: their termination message says what it
+# wrote (rows) or why it failed.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # kopf.event() posts core v1 Events in the ForecastModel's namespace.
 - apiGroups: [""]
   resources: [events]
