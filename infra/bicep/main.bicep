@@ -47,6 +47,8 @@ param alert5xxRatioThreshold string = '0.05'
 param alertP95LatencyMsThreshold int = 250
 @description('Alert when a version\'s live WAPE exceeds its backtest WAPE by more than this (0.25 = 25 %).')
 param alertLiveWapeMargin string = '0.25'
+@description('Alert when a served feature\'s PSI against its training distribution stays above this (0.25: significant).')
+param alertFeatureDriftPsi string = '0.25'
 // 'Disabled' (default): Storage, Key Vault, ACR and the AML workspace get private endpoints and no public access.
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string = 'Disabled'
@@ -890,6 +892,17 @@ var logAlerts = [
     query: loadTextContent('../monitor/kql/alerts/live_wape.kql')
     column: 'wape_excess'
     threshold: json(alertLiveWapeMargin)
+    failing: 1
+    periods: 1
+  }
+  {
+    key: 'feature-drift'
+    description: 'A served feature\'s input drift (PSI against its training distribution) above the threshold for 30 minutes.'
+    severity: 3
+    window: 'PT30M'
+    query: loadTextContent('../monitor/kql/alerts/feature_drift.kql')
+    column: 'psi'
+    threshold: json(alertFeatureDriftPsi)
     failing: 1
     periods: 1
   }

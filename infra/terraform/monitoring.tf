@@ -172,6 +172,15 @@ locals {
       failing     = 1
       periods     = 1
     }
+    feature_drift = {
+      description = "A served feature's input drift (PSI against its training distribution) above the threshold for 30 minutes."
+      severity    = 3
+      window      = "PT30M"
+      column      = "psi"
+      threshold   = var.alert_feature_drift_psi
+      failing     = 1
+      periods     = 1
+    }
   }
 }
 
