@@ -5,8 +5,9 @@ latency at batch 32 and 1024:
 
 - raw onnxruntime: `session.run` in a loop, in this process, on a fixed [N, F] batch (one thread);
 - baseline: `benchmarks/baseline_app.py`, a plain FastAPI + pydantic V2 endpoint under uvicorn;
-- service: `forecast serve --no-access-log`; again with the access log on; and again with
-  `--coalesce-rows 1`, which scores every request alone, to show what coalescing adds.
+- service: `forecast serve --no-access-log`; again with the access log on; again with
+  `--coalesce-rows 1`, which scores every request alone, to show what coalescing adds; and again with
+  `--no-drift`, to show what input drift monitoring costs (the issue's target: under 5 % of req/s).
 
 Every server runs as a subprocess with one worker on a free 127.0.0.1 port and is driven by `hey` (or
 `wrk`) from Debian with 8 connections for a bounded time, POSTing the same V2 body. Measurements
@@ -44,8 +45,12 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import psutil
 
+from retail_forecast.core.drift import Bins, RollingSketch
+from retail_forecast.core.manifest import Manifest
 from retail_forecast.inference.model import load_model
+from retail_forecast.inference.observability import DRIFT_ROWS
 
 HERE: Final = Path(__file__).resolve().parent
 HOST: Final = "127.0.0.1"
@@ -55,8 +60,10 @@ BASELINE: Final = "fastapi+pydantic"
 SERVICE: Final = "service"
 SERVICE_LOG: Final = "service+access log"
 SERVICE_ALONE: Final = "service, no coalescing"
+SERVICE_NO_DRIFT: Final = "service, no drift"
 TARGET_REQ_RATIO: Final = 2.0
 TARGET_ROWS_RATIO: Final = 0.60
+TARGET_DRIFT_COST: Final = 0.05
 # Fixed hyper-parameters: no search, so the model is the same size on every run.
 TRAIN_PARAMS: Final = (
     "--loss", "poisson", "--learning-rate", "0.05", "--max-leaf-nodes", "31", "--min-samples-leaf", "20",
@@ -71,6 +78,8 @@ class Result:
     req_s: float
     p50_ms: float
     p99_ms: float
+    # the server process's CPU time (all its threads) per request served; NaN for raw onnxruntime
+    cpu_ms: float = float("nan")
 
     @property
     def rows_s(self) -> float:
@@ -93,6 +102,7 @@ def _median(results: list[Result]) -> Result:
         statistics.median(r.req_s for r in results),
         statistics.median(r.p50_ms for r in results),
         statistics.median(r.p99_ms for r in results),
+        statistics.median(r.cpu_ms for r in results),
     )
 
 
@@ -133,6 +143,27 @@ def infer_body(input_name: str, rows: npt.NDArray[np.float32]) -> bytes:
     """The V2 body a client sends: nested [N, F] list of the float32 values (as Python floats)."""
     tensor = {"name": input_name, "shape": list(rows.shape), "datatype": "FP32", "data": rows.tolist()}
     return json.dumps({"inputs": [tensor]}).encode()
+
+
+# ------------------------------------------------------------------------------------------ drift hook
+
+
+def measure_drift_hook(model_dir: Path, rows: npt.NDArray[np.float32], seconds: float) -> float:
+    """CPU ms per request that drift monitoring adds, measured on its own: what the service does with each
+    scored request's rows (`RollingSketch.observe`: an append, and every FOLD_ROWS rows a sampled fold), in
+    a loop on this thread. Thread CPU time, not wall time: other work on a shared host barely moves it."""
+    manifest = Manifest.load(model_dir)
+    if manifest.drift_reference is None:
+        return float("nan")
+    sketch = RollingSketch(Bins(manifest.drift_reference, manifest.features.names))
+    requests = 0
+    cpu_started = time.thread_time()
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(100):
+            sketch.observe(rows)
+        requests += 100
+    return (time.thread_time() - cpu_started) / requests * 1000
 
 
 # ------------------------------------------------------------------------------------ raw onnxruntime
@@ -232,6 +263,7 @@ def servers(model_dir: Path, work: Path, model_name: str) -> Iterator[dict[str, 
         # one JSON access log line per request, to its log file
         SERVICE_LOG: (forecast, "/v2/health/ready"),
         SERVICE_ALONE: ([*forecast, "--no-access-log", "--coalesce-rows", "1"], "/v2/health/ready"),
+        SERVICE_NO_DRIFT: ([*forecast, "--no-access-log", "--no-drift"], "/v2/health/ready"),
     }
     started: dict[str, Server] = {}
     try:
@@ -326,12 +358,23 @@ def check_answer(server: Server, body: bytes, expected: npt.NDArray[np.float32])
         raise RuntimeError(f"{server.way} predictions differ from raw onnxruntime's")
 
 
+def check_drift(server: Server, reported: bool) -> None:
+    """The drift comparison compares what it says: drift reported by one service and not the other."""
+    _, metrics = http(server.url.split("/v2/models/")[0] + "/metrics")
+    sample = re.search(rb"^" + DRIFT_ROWS.encode() + rb" ", metrics, re.MULTILINE)  # not just # HELP
+    if (sample is not None) != reported:
+        raise RuntimeError(f"{server.way} {'does not report' if reported else 'reports'} input drift")
+
+
 def print_table(results: list[Result]) -> None:
-    header = f"{'way':<24}{'batch':>6}{'req/s':>11}{'rows/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
+    header = f"{'way':<24}{'batch':>6}{'req/s':>11}{'rows/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'cpu ms/req':>12}"
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r.way:<24}{r.batch:>6}{r.req_s:>11,.0f}{r.rows_s:>12,.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}")
+        print(
+            f"{r.way:<24}{r.batch:>6}{r.req_s:>11,.0f}{r.rows_s:>12,.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+            f"{r.cpu_ms:>12.3f}"
+        )
 
 
 def main() -> int:
@@ -356,6 +399,10 @@ def main() -> int:
         manifest: dict[str, Any] = json.loads((model_dir / "manifest.json").read_text())
         model = load_model(model_dir)
         n_features = model.n_features
+        if model.manifest.drift_reference is None:
+            print(
+                "note: this model has no drift_reference, so no server reports drift; retrain it to compare"
+            )
         print(
             f"model {manifest['name']} {manifest['version']}: {n_features} features; "
             f"{args.tool}, {args.connections} connections, {seconds:g} s x {args.rounds} rounds per cell; "
@@ -372,23 +419,32 @@ def main() -> int:
             bodies[batch].write_bytes(infer_body(model.input_name, rows[batch]))
 
         samples: dict[tuple[str, int], list[Result]] = {}
+        hook_ms: dict[int, list[float]] = {batch: [] for batch in BATCHES}
         with servers(model_dir, work, manifest["name"]) as running:
-            order = [BASELINE, SERVICE, SERVICE_LOG, SERVICE_ALONE]
+            order = [BASELINE, SERVICE, SERVICE_LOG, SERVICE_ALONE, SERVICE_NO_DRIFT]
             for server in running.values():
                 for batch in BATCHES:
                     check_answer(server, bodies[batch].read_bytes(), expected[batch])
                     run(server.url, bodies[batch], args.connections, None, args.warmup)
+            if model.manifest.drift_reference is not None:
+                check_drift(running[SERVICE], reported=True)
+                check_drift(running[SERVICE_NO_DRIFT], reported=False)
             for round_ in range(args.rounds):
                 ways = [RAW, *order] if round_ % 2 == 0 else [*reversed(order), RAW]
                 for batch in BATCHES:
+                    hook_ms[batch].append(measure_drift_hook(model_dir, rows[batch], seconds / 4))
                     for way in ways:
                         if way == RAW:
                             result = measure_raw(model_dir, rows[batch], seconds)
                         else:
+                            process = psutil.Process(running[way].process.pid)
+                            before = process.cpu_times()
                             req_s, p50, p99 = parse(
                                 run(running[way].url, bodies[batch], args.connections, seconds, 0)
                             )
-                            result = Result(way, batch, req_s, p50, p99)
+                            after = process.cpu_times()
+                            cpu = after.user + after.system - before.user - before.system
+                            result = Result(way, batch, req_s, p50, p99, cpu / (req_s * seconds) * 1000)
                         samples.setdefault((way, batch), []).append(result)
                         print(
                             f"  round {round_ + 1} {way:<24} batch {batch:>5}: {result.req_s:>9,.0f} req/s",
@@ -417,6 +473,25 @@ def main() -> int:
         f"service / raw onnxruntime rows/s at 1024:  {rows_ratio:5.0%}   (target >= {TARGET_ROWS_RATIO:.0%}: "
         f"{mark[rows_ratio >= TARGET_ROWS_RATIO]}); with access log {rows_ratio_log:.0%}; "
         f"without coalescing {rows_ratio_alone:.0%}; baseline {baseline_rows:.0%}"
+    )
+    # Drift monitoring's cost: in req/s (the issue's measure; on a busy shared host its noise exceeds 5 %),
+    # and as the hook's own CPU time per request against the no-drift service's CPU time per request.
+    drift_cost = {
+        batch: 1 - by[(SERVICE, batch)].req_s / by[(SERVICE_NO_DRIFT, batch)].req_s for batch in BATCHES
+    }
+    hook_share = {
+        batch: statistics.median(hook_ms[batch]) / by[(SERVICE_NO_DRIFT, batch)].cpu_ms for batch in BATCHES
+    }
+    print(
+        "drift monitoring's cost in req/s:         "
+        + ", ".join(f"{cost:+.1%} at batch {batch}" for batch, cost in drift_cost.items())
+        + "; its hook's CPU per request: "
+        + ", ".join(
+            f"{statistics.median(hook_ms[batch]) * 1000:.1f} us = {share:.1%} of the service's "
+            f"at batch {batch}"
+            for batch, share in hook_share.items()
+        )
+        + f"  (target < {TARGET_DRIFT_COST:.0%}: {mark[max(hook_share.values()) < TARGET_DRIFT_COST]})"
     )
     return 0
 

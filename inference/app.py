@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retail_forecast import __version__
+from retail_forecast.core.drift import Bins, RollingSketch
 from retail_forecast.core.schema import DataError
 from retail_forecast.inference.admission import REASONS, Admission, Overloaded
 from retail_forecast.inference.batching import COALESCE_ROWS, OFFLOAD_ROWS, Batcher
@@ -44,6 +45,7 @@ from retail_forecast.inference.forecast import (
 from retail_forecast.inference.limits import RETRY_AFTER_SECONDS, Limits
 from retail_forecast.inference.model import LoadedModel, load_model
 from retail_forecast.inference.observability import (
+    DriftCollector,
     Metrics,
     ObservabilityMiddleware,
     Receive,
@@ -66,6 +68,7 @@ class ModelState:
 
     model: LoadedModel | None = None
     batcher: Batcher | None = None
+    drift: RollingSketch | None = None  # the served model's: a new model starts a new sketch
     error: str | None = None
     stopping: bool = False  # SIGTERM: still serving, no longer ready
 
@@ -313,9 +316,11 @@ def create_app(
     coalesce_rows: int = COALESCE_ROWS,
     intra_op_threads: int = 1,
     access_log: bool = True,
+    drift: bool = True,
 ) -> FastAPI:
     metrics = Metrics()
     state = ModelState()
+    metrics.registry.register(DriftCollector(lambda: state.drift))
     admission = Admission(limits.max_concurrency, limits.max_inflight_bytes)
     # forecasts parse and build features off the event loop, on threads of their own (made per lifespan);
     # admitted forecasts beyond their number wait for one, holding only their bodies (admission counts them)
@@ -344,6 +349,7 @@ def create_app(
                 limits.max_queue_rows,
                 metrics.batch_rows.observe,
             )
+            state.drift = drift_sketch(model)
             state.model = model
             metrics.state.state("ready")
             logger.info(
@@ -358,6 +364,19 @@ def create_app(
                     }
                 },
             )
+
+    def drift_sketch(model: LoadedModel) -> RollingSketch | None:
+        """The model's drift sketch, or None (said once in the log) when drift is not reported."""
+        reference = model.manifest.drift_reference
+        if drift and reference is not None:
+            return RollingSketch(Bins(reference, model.manifest.features.names))
+        reason = (
+            "the manifest has no drift_reference (a model trained before drift monitoring)"
+            if drift
+            else "turned off (--no-drift)"
+        )
+        logger.info("input drift not reported", extra={"fields": {"reason": reason}})
+        return None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -492,6 +511,8 @@ def create_app(
         rows, request_id = parse_infer(body, model, limits.max_batch_rows)
         predictions = await batcher.predict(rows)
         v2_rows.inc(len(rows))
+        if state.drift is not None:
+            state.drift.observe(rows)
         manifest = model.manifest
         response: dict[str, Any] = {
             "model_name": manifest.name,
@@ -542,7 +563,8 @@ def create_app(
         except ValidationError as exc:
             raise invalid_request(exc.errors(include_url=False, include_input=False)) from None
         try:
-            result = forecast(model, request, limits.max_history_periods)
+            observe = None if state.drift is None else state.drift.observe
+            result = forecast(model, request, limits.max_history_periods, observe)
         except (ForecastInputError, DataError) as exc:
             raise BadRequest(str(exc), status=422) from None
         forecast_rows.inc(sum(len(s.points) for s in result.forecasts))

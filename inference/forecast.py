@@ -11,7 +11,7 @@ series count and body size the request model and the route enforce.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import GenericAlias
 from typing import Annotated, Any, Final
 
@@ -236,7 +236,13 @@ def forecast_features(
     return extended, origins, rows
 
 
-def forecast(model: LoadedModel, request: ForecastRequest, max_history_periods: int) -> ForecastResponse:
+def forecast(
+    model: LoadedModel,
+    request: ForecastRequest,
+    max_history_periods: int,
+    observe: Callable[[npt.NDArray[np.float32]], None] | None = None,
+) -> ForecastResponse:
+    """The request's forecasts; `observe` is shown the feature rows of a forecast that is answered."""
     manifest = model.manifest
     horizon = request.horizon or manifest.horizon
     if horizon > manifest.horizon:
@@ -265,6 +271,8 @@ def forecast(model: LoadedModel, request: ForecastRequest, max_history_periods: 
             f"series[{index}] ({extended.store_ids[k]}, {extended.item_ids[k]}): its history's values are "
             "too large to forecast (the features overflow)"
         )
+    if observe is not None:
+        observe(rows)
 
     by_key = {
         (str(s), str(i)): k

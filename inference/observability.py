@@ -7,13 +7,16 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextvars import ContextVar
 from typing import Any, Final
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from retail_forecast.core.drift import RollingSketch
 from retail_forecast.inference.admission import REASONS
 
 Scope = MutableMapping[str, Any]
@@ -79,6 +82,45 @@ class Metrics:
         )
         for reason in REASONS:  # present at 0 from the start, so a rate() sees the first refusal
             self.rejected.labels(reason)
+
+
+DRIFT_PSI: Final = "forecast_feature_drift_psi"
+DRIFT_ROWS: Final = "forecast_feature_drift_window_rows"
+
+
+class DriftCollector(Collector):
+    """Input drift computed when scraped, from the served model's rolling sketch (none: no samples).
+
+    Labels are the manifest's reference feature names only, so their number is bounded by the model.
+    """
+
+    def __init__(self, sketch: Callable[[], RollingSketch | None]) -> None:
+        self._sketch = sketch
+
+    def describe(self) -> Iterator[Metric]:  # names known without a scrape (registration calls this)
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        sketch = self._sketch()
+        if sketch is not None:
+            rows, scores = sketch.scores()
+            families[1].add_metric([], rows)
+            for feature, value in scores.items():
+                families[0].add_metric([feature], value)
+        yield from families
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                DRIFT_PSI,
+                "Population stability index of a feature's served values over the last hour against its "
+                "training distribution (0.25 and above: a significant shift)",
+                labels=["feature"],
+            ),
+            GaugeMetricFamily(DRIFT_ROWS, "Served feature rows the drift scores are computed from"),
+        )
 
 
 def error_body(message: str, **fields: str) -> bytes:

@@ -98,6 +98,7 @@ def serve(settings: ServeSettings) -> None:
         coalesce_rows=settings.coalesce_rows,
         intra_op_threads=settings.intra_op_threads,
         access_log=settings.access_log,
+        drift=settings.drift,
     )
     config = uvicorn.Config(
         app,

@@ -73,6 +73,7 @@ class ServeSettings(BaseSettings):
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per request")
     log_level: str = "info"
     access_log: bool = Field(True, description="one JSON log line per request")
+    drift: bool = Field(True, description="report input drift against the manifest's feature reference")
     shutdown_delay_seconds: int = Field(
         5, ge=0, description="after SIGTERM, serve this long with readiness false before closing the listener"
     )

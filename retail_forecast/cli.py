@@ -155,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to keep serving, not ready, after SIGTERM (default 5)",
     )
     serve.add_argument("--no-access-log", dest="access_log", action="store_const", const=False, default=None)
+    serve.add_argument(
+        "--no-drift",
+        dest="drift",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not report input drift (forecast_feature_drift_psi)",
+    )
 
     predict = commands.add_parser("predict", help="forecast every series of a dataset into one Parquet run")
     predict.add_argument(

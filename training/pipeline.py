@@ -21,6 +21,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from retail_forecast.core import drift
 from retail_forecast.core import features as feat
 from retail_forecast.core.data import DataReport, Panel
 from retail_forecast.core.manifest import (
@@ -592,6 +593,10 @@ def _export(
         library_versions=_library_versions(),
         params=params,
         quantiles=quantiles,
+        # the training rows' distribution, from a random sample of them (`order` is a permutation)
+        drift_reference=drift.reference_of(
+            dataset.features[np.sort(dataset.order[: drift.REFERENCE_ROWS])], spec.names
+        ),
     )
     (out / MANIFEST_FILE).write_text(manifest.to_json())
     return manifest, parity, quantile_parity

@@ -52,6 +52,8 @@ param alertLiveWapeMargin string = '0.25'
 @secure()
 @description('Azure DevOps Incoming WebHook URL the live-WAPE alert posts to, starting the pipeline\'s retraining path (infra/README.md). Empty: the alert only notifies.')
 param retrainWebhookUrl string = ''
+@description('Alert when a served feature\'s PSI against its training distribution stays above this (0.25: significant).')
+param alertFeatureDriftPsi string = '0.25'
 // 'Disabled' (default): Storage, Key Vault, ACR and the AML workspace get private endpoints and no public access.
 @allowed(['Enabled', 'Disabled'])
 param publicNetworkAccess string = 'Disabled'
@@ -920,6 +922,17 @@ var logAlerts = [
     failing: 1
     periods: 1
     retrain: true
+  }
+  {
+    key: 'feature-drift'
+    description: 'A served feature\'s input drift (PSI against its training distribution) above the threshold for 30 minutes.'
+    severity: 3
+    window: 'PT30M'
+    query: loadTextContent('../monitor/kql/alerts/feature_drift.kql')
+    column: 'psi'
+    threshold: json(alertFeatureDriftPsi)
+    failing: 1
+    periods: 1
   }
 ]
 

@@ -193,6 +193,15 @@ locals {
       periods     = 1
       retrain     = true
     }
+    feature_drift = {
+      description = "A served feature's input drift (PSI against its training distribution) above the threshold for 30 minutes."
+      severity    = 3
+      window      = "PT30M"
+      column      = "psi"
+      threshold   = var.alert_feature_drift_psi
+      failing     = 1
+      periods     = 1
+    }
   }
 }
 

@@ -213,6 +213,12 @@ variable "retrain_webhook_url" {
   }
 }
 
+variable "alert_feature_drift_psi" {
+  description = "Alert when a served feature's PSI against its training distribution stays above this (0.25: significant)."
+  type        = number
+  default     = 0.25
+}
+
 variable "alert_p95_latency_ms_threshold" {
   description = "Alert when the p95 request latency over 15 minutes exceeds this, in milliseconds."
   type        = number

@@ -140,6 +140,34 @@ class TrainingData(_Strict):
     end: str
 
 
+class FeatureReference(_Strict):
+    """One feature's training distribution: right-closed bins between `edges`, the rows' share in each."""
+
+    name: str
+    edges: list[float] = Field(min_length=1)
+    shares: list[Annotated[float, Field(ge=0, le=1)]]
+
+    @model_validator(mode="after")
+    def _bins(self) -> FeatureReference:
+        if len(self.shares) != len(self.edges) + 1:
+            raise ValueError(
+                f"{self.name}: {len(self.edges)} edges make {len(self.edges) + 1} bins, "
+                f"not {len(self.shares)} shares"
+            )
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError(f"{self.name}: edges must increase")
+        if abs(sum(self.shares) - 1.0) > 1e-6:
+            raise ValueError(f"{self.name}: shares sum to {sum(self.shares)}, not 1")
+        return self
+
+
+class DriftReference(_Strict):
+    """What serving measures input drift against (core/drift.py); manifests from before it have none."""
+
+    rows: int = Field(ge=1)
+    features: list[FeatureReference] = Field(min_length=1)
+
+
 class Manifest(_Strict):
     """DESIGN's manifest; `extra` fields are refused so a typo never passes as a complete manifest."""
 
@@ -161,6 +189,7 @@ class Manifest(_Strict):
     params: dict[str, float | int | str | None] = Field(default_factory=dict)
     # Absent in models without quantile outputs (and in every model made before them).
     quantiles: Quantiles | None = None
+    drift_reference: DriftReference | None = None
 
     @field_validator("name")
     @classmethod
@@ -183,6 +212,13 @@ class Manifest(_Strict):
         for quantile in self.quantiles.outputs if self.quantiles else []:
             if len(quantile.golden) != len(self.golden.inputs):
                 raise ValueError(f"golden outputs of {quantile.output} differ in length from the inputs")
+        if self.drift_reference is not None:
+            referenced = [f.name for f in self.drift_reference.features]
+            unknown = sorted(set(referenced) - set(self.features.names))
+            if unknown:
+                raise ValueError(f"drift_reference names features the model does not take: {unknown}")
+            if len(set(referenced)) != len(referenced):
+                raise ValueError("drift_reference names a feature twice")
         return self
 
     def to_json(self) -> str:

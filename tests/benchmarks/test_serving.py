@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-WAYS = ("raw onnxruntime", "fastapi+pydantic", "service", "service+access log", "service, no coalescing")
+WAYS = (
+    "raw onnxruntime",
+    "fastapi+pydantic",
+    "service",
+    "service+access log",
+    "service, no coalescing",
+    "service, no drift",
+)
 
 
 @pytest.mark.parametrize("tool", ["hey", "wrk"])
@@ -35,3 +42,4 @@ def test_the_serving_benchmark_measures_every_way_with(tool: str, model_dir: Pat
     assert all(req_s > 0 for req_s in table.values())
     assert "service / baseline req/s at batch 32:" in result.stdout
     assert "service / raw onnxruntime rows/s at 1024:" in result.stdout
+    assert "drift monitoring's cost in req/s:" in result.stdout

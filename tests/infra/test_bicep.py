@@ -199,6 +199,6 @@ def test_outputs_match_terraform(template: dict[str, Any]) -> None:
 
 def test_alerts_load_the_shared_kql(template: dict[str, Any]) -> None:
     text = (BICEP / "main.bicep").read_text()
-    for name in ("http_5xx_ratio", "p95_latency", "rollbacks", "live_wape"):
+    for name in ("http_5xx_ratio", "p95_latency", "rollbacks", "live_wape", "feature_drift"):
         assert f"loadTextContent('../monitor/kql/alerts/{name}.kql')" in text
     assert len(bicep_resources_of_type(template, "Microsoft.Insights/metricAlerts")) == 1

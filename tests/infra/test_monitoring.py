@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from retail_forecast.batch.evaluate import evaluate, metrics_registry
 from retail_forecast.batch.output import read_forecasts
+from retail_forecast.core.drift import MIN_ROWS
 from retail_forecast.core.manifest import Manifest
 from retail_forecast.inference.app import create_app
 from retail_forecast.inference.observability import JsonFormatter
@@ -67,7 +68,8 @@ def emitted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         with TestClient(create_app(model_dir)) as client:
             wait_ready(client)
-            rows = manifest.golden.inputs
+            # enough rows for the drift scores to be reported
+            rows = [manifest.golden.inputs[i % len(manifest.golden.inputs)] for i in range(MIN_ROWS)]
             body = {
                 "inputs": [
                     {
@@ -102,6 +104,8 @@ def test_the_service_exposes_the_documented_metrics(emitted: Emitted) -> None:
     assert metrics["forecast_http_request_duration_seconds_bucket"] == {"route", "method", "le"}
     assert metrics["forecast_model_state"] == {"forecast_model_state"}
     assert metrics["forecast_model_info"] == {"name", "version", "sha256"}
+    assert metrics["forecast_feature_drift_psi"] == {"feature"}
+    assert metrics["forecast_feature_drift_window_rows"] == set()
 
 
 @pytest.mark.parametrize("path", kql_files(), ids=lambda p: p.name)
@@ -180,6 +184,7 @@ def test_alert_queries_have_their_measure_columns() -> None:
         "p95_latency": "p95_ms",
         "rollbacks": "events",
         "live_wape": "wape_excess",
+        "feature_drift": "psi",
     }
     for name, column in columns.items():
         text = (KQL / "alerts" / f"{name}.kql").read_text()

@@ -258,7 +258,7 @@ def test_alerts_are_wired_to_the_action_group(resources: dict[str, dict[str, Any
     alerts = next(
         unwrap(entry["log_alerts"]) for entry in terraform_blocks()["locals"] if "log_alerts" in entry
     )
-    assert set(alerts) == {"http_5xx_ratio", "p95_latency", "rollbacks", "live_wape"}
+    assert set(alerts) == {"http_5xx_ratio", "p95_latency", "rollbacks", "live_wape", "feature_drift"}
     for name in alerts:  # each alert reads the query file named after it
         assert (TERRAFORM.parent / "monitor" / "kql" / "alerts" / f"{name}.kql").is_file()
     assert "${local.kql_dir}/${each.key}.kql" in str(body["criteria"]["query"])
