@@ -933,6 +933,7 @@ var logAlerts = [
     threshold: json(alertFeatureDriftPsi)
     failing: 1
     periods: 1
+    retrain: false // drift alone is a reason to look, not to retrain: the live WAPE decides
   }
 ]
 

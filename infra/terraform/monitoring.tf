@@ -201,6 +201,7 @@ locals {
       threshold   = var.alert_feature_drift_psi
       failing     = 1
       periods     = 1
+      retrain     = false # drift alone is a reason to look, not to retrain: the live WAPE decides
     }
   }
 }
