@@ -125,6 +125,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="300,3000,30000", help=f"series counts, of {sorted(SHAPES)}")
     parser.add_argument("--old-cap", action="store_true", help="also train sizes <= 3,000 on 300,000 rows")
     parser.add_argument("--trials", type=int, default=8, help="search trials per run (forecast's default)")
+    parser.add_argument("--learner", help="forecast train --learner (default: its own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep data, models and logs")
     args = parser.parse_args()
@@ -147,6 +148,7 @@ def main() -> int:
         for series in sizes:
             data = synthesize(series, work, args.seed)
             extra = ["--trials", str(args.trials), "--seed", str(args.seed)]
+            extra += ["--learner", args.learner] if args.learner else []
             labels = [(f"{series} rule", extra)]
             if args.old_cap and series <= 3_000:
                 labels.append((f"{series} 300k cap", [*extra, *OLD_CAP]))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from retail_forecast import __version__
 from retail_forecast.core.schema import DataError, Freq
-from retail_forecast.training.model import LOSSES
+from retail_forecast.training.model import LEARNERS, LOSSES
 
 EXIT_USAGE = 2
 EXIT_GATE = 3
@@ -59,6 +59,7 @@ def _positive_float(value: str) -> float:
 
 # Hyper-parameter flags fix a parameter for every trial (Azure ML sweeps drive them from outside).
 HYPERPARAMETER_FLAGS: dict[str, type] = {
+    "learner": str,
     "loss": str,
     "learning_rate": float,
     "max_leaf_nodes": int,
@@ -393,7 +394,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     hyper = parser.add_argument_group("fixed hyper-parameters (skip searching them)")
     for name, kind in HYPERPARAMETER_FLAGS.items():
-        choices = LOSSES if name == "loss" else None
+        choices = {"loss": LOSSES, "learner": LEARNERS}.get(name)
         hyper.add_argument(
             f"--{name.replace('_', '-')}", dest=f"hp_{name}", type=kind, default=None, choices=choices
         )

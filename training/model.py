@@ -12,27 +12,76 @@ import numpy.typing as npt
 
 Params = dict[str, float | int | str | None]
 
-# A strong, cheap starting point: the first trial of every search, so a search never does worse than it.
-DEFAULT_PARAMS: Final[Params] = {
-    "loss": "poisson",
-    "learning_rate": 0.08,
-    "max_leaf_nodes": 63,
-    "min_samples_leaf": 50,
-    "l2_regularization": 1.0,
-    "max_features": 0.8,
-    "max_iter": 400,
+# Two gradient-boosted tree learners with the same parameter names (scikit-learn's), mapped for LightGBM
+# in `make_estimator`. LightGBM is the default: the lower WAPE on 2 of 3 real datasets and on synthetic
+# data, 0.4 % behind on the third (README, "Accuracy on real data").
+LIGHTGBM: Final = "lightgbm"
+HIST_GRADIENT_BOOSTING: Final = "hist_gradient_boosting"
+LEARNERS: Final = (LIGHTGBM, HIST_GRADIENT_BOOSTING)
+DEFAULT_LEARNER: Final = LIGHTGBM
+
+# A strong, cheap starting point per learner: the first trial of every search, so a search never does
+# worse than it.
+DEFAULT_PARAMS: Final[dict[str, Params]] = {
+    HIST_GRADIENT_BOOSTING: {
+        "learner": HIST_GRADIENT_BOOSTING,
+        "loss": "poisson",
+        "learning_rate": 0.08,
+        "max_leaf_nodes": 63,
+        "min_samples_leaf": 50,
+        "l2_regularization": 1.0,
+        "max_features": 0.8,
+        "max_iter": 400,
+    },
+    LIGHTGBM: {
+        "learner": LIGHTGBM,
+        "loss": "tweedie",
+        "tweedie_variance_power": 1.2,
+        "learning_rate": 0.08,
+        "max_leaf_nodes": 63,
+        "min_samples_leaf": 50,
+        "l2_regularization": 1.0,
+        "max_features": 0.8,
+        "max_iter": 400,
+    },
 }
 
-LOSSES: Final = ("poisson", "squared_error")
+# The losses each learner searches; any of LOSSES can be fixed (`forecast train --loss`) where valid.
+SEARCHED_LOSSES: Final = {
+    HIST_GRADIENT_BOOSTING: ("poisson", "squared_error"),
+    LIGHTGBM: ("tweedie", "poisson"),
+}
+LOSSES: Final = ("poisson", "squared_error", "tweedie")
+# scikit-learn's parameter names (the search space's) -> LightGBM's.
+LIGHTGBM_NAMES: Final = {
+    "learning_rate": "learning_rate",
+    "max_leaf_nodes": "num_leaves",
+    "min_samples_leaf": "min_child_samples",
+    "l2_regularization": "reg_lambda",
+    "max_features": "colsample_bytree",
+    "max_iter": "n_estimators",
+}
+LIGHTGBM_OBJECTIVES: Final = {"poisson": "poisson", "squared_error": "regression", "tweedie": "tweedie"}
 MAX_LEAF_NODES: Final = (15, 31, 63, 127)
 MIN_SAMPLES_LEAF: Final = (20, 50, 100, 200)
 MAX_FEATURES: Final = (0.5, 0.8, 1.0)
+# Early stopping, the same for both learners: a random tenth of the rows, 20 rounds without improvement.
+VALIDATION_FRACTION: Final = 0.1
+ROUNDS_WITHOUT_IMPROVEMENT: Final = 20
 
 
-def sample_params(rng: np.random.Generator) -> Params:
-    """One random draw from the search space (log-uniform for rates and penalties)."""
-    return {
-        "loss": str(rng.choice(LOSSES)),
+def learner_of(params: Params) -> str:
+    learner = str(params.get("learner", DEFAULT_LEARNER))
+    if learner not in LEARNERS:
+        raise ValueError(f"unknown learner {learner!r}; choose from {', '.join(LEARNERS)}")
+    return learner
+
+
+def sample_params(rng: np.random.Generator, learner: str = DEFAULT_LEARNER) -> Params:
+    """One random draw from the learner's search space (log-uniform for rates and penalties)."""
+    params: Params = {
+        "learner": learner,
+        "loss": str(rng.choice(SEARCHED_LOSSES[learner])),
         "learning_rate": float(np.exp(rng.uniform(np.log(0.03), np.log(0.2)))),
         "max_leaf_nodes": int(rng.choice(MAX_LEAF_NODES)),
         "min_samples_leaf": int(rng.choice(MIN_SAMPLES_LEAF)),
@@ -40,12 +89,17 @@ def sample_params(rng: np.random.Generator) -> Params:
         "max_features": float(rng.choice(MAX_FEATURES)),
         "max_iter": 400,
     }
+    if params["loss"] == "tweedie":
+        params["tweedie_variance_power"] = float(rng.uniform(1.05, 1.6))
+    return params
 
 
 def search_plan(trials: int, seed: int, fixed: Params | None = None) -> list[Params]:
-    """The trials to run: defaults first, then random draws; `fixed` values override every trial."""
+    """The trials to run: defaults first, then random draws; `fixed` values override every trial (a
+    fixed `learner` chooses the space the others are drawn from)."""
     rng = np.random.default_rng(seed)
-    plan = [dict(DEFAULT_PARAMS)] + [sample_params(rng) for _ in range(max(trials, 1) - 1)]
+    learner = learner_of(fixed or {})
+    plan = [dict(DEFAULT_PARAMS[learner])] + [sample_params(rng, learner) for _ in range(max(trials, 1) - 1)]
     if fixed:
         plan = [{**params, **fixed} for params in plan]
         unique = {tuple(sorted(p.items(), key=lambda kv: kv[0])): p for p in plan}
@@ -54,14 +108,35 @@ def search_plan(trials: int, seed: int, fixed: Params | None = None) -> list[Par
 
 
 def make_estimator(params: Params, seed: int) -> Any:
-    from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: PLC0415 - training-only dependency
+    """The learner's scikit-learn-style estimator (unfitted), with early stopping on held-out rows."""
+    learner = learner_of(params)
+    own = {k: v for k, v in params.items() if k not in {"learner", "tweedie_variance_power"}}
+    if learner == HIST_GRADIENT_BOOSTING:
+        if own.get("loss") == "tweedie":
+            raise ValueError("HistGradientBoosting has no tweedie loss; use --learner lightgbm for it")
+        from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: PLC0415 - training-only dependency
 
-    return HistGradientBoostingRegressor(
-        **params,
-        early_stopping=True,
-        validation_fraction=0.1,
-        n_iter_no_change=20,
+        return HistGradientBoostingRegressor(
+            **own,
+            early_stopping=True,
+            validation_fraction=VALIDATION_FRACTION,
+            n_iter_no_change=ROUNDS_WITHOUT_IMPROVEMENT,
+            random_state=seed,
+        )
+    from lightgbm import LGBMRegressor  # noqa: PLC0415 - training-only dependency
+
+    loss = str(own["loss"])
+    if loss not in LIGHTGBM_OBJECTIVES:
+        raise ValueError(f"LightGBM has no loss {loss!r}; choose from {', '.join(LIGHTGBM_OBJECTIVES)}")
+    mapped: dict[str, Any] = {LIGHTGBM_NAMES[k]: v for k, v in own.items() if k in LIGHTGBM_NAMES}
+    if loss == "tweedie":
+        mapped["tweedie_variance_power"] = params.get("tweedie_variance_power", 1.5)
+    return LGBMRegressor(
+        objective=LIGHTGBM_OBJECTIVES[loss],
         random_state=seed,
+        n_jobs=training_threads(),
+        verbose=-1,
+        **mapped,
     )
 
 
@@ -100,5 +175,17 @@ def training_threads(
 
 def fit(params: Params, features: npt.NDArray[np.float32], target: npt.NDArray[np.float64], seed: int) -> Any:
     estimator = make_estimator(params, seed)
-    estimator.fit(features, target)
+    if learner_of(params) == HIST_GRADIENT_BOOSTING:
+        estimator.fit(features, target)  # it holds out its own validation rows
+        return estimator
+    import lightgbm  # noqa: PLC0415 - training-only dependency
+
+    held_out = np.random.default_rng(seed).random(len(target)) < VALIDATION_FRACTION
+    estimator.fit(
+        features[~held_out],
+        target[~held_out],
+        eval_X=(features[held_out],),
+        eval_y=(target[held_out],),
+        callbacks=[lightgbm.early_stopping(ROUNDS_WITHOUT_IMPROVEMENT, verbose=False)],
+    )
     return estimator

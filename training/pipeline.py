@@ -625,6 +625,7 @@ def _library_versions() -> dict[str, str]:
     from importlib.metadata import version  # noqa: PLC0415
 
     names = ["retail-forecast", "numpy", "pandas", "scikit-learn", "skl2onnx", "onnx", "onnxruntime"]
+    names += ["lightgbm", "onnxmltools"]
     return {"python": platform.python_version(), **{name: version(name) for name in names}}
 
 

@@ -8,6 +8,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from retail_forecast.training import export, quantiles
+from retail_forecast.training.model import DEFAULT_PARAMS, LIGHTGBM, fit
 
 SCALE_INDEX = 1
 
@@ -35,6 +36,39 @@ def test_exported_graph_matches_sklearn_in_sales_units(loss: str) -> None:
     assert (outputs >= 0).all()
     assert [i.name for i in session.get_inputs()] == [export.INPUT_NAME]
     assert session.get_inputs()[0].shape[1] == features.shape[1]
+
+
+def fitted_lightgbm(loss: str) -> tuple[Any, np.ndarray]:
+    _, features = fitted("poisson")
+    rng = np.random.default_rng(0)
+    target = rng.poisson(np.exp(0.3 * features[:, 0] - 0.2 * features[:, 2])).astype(float)
+    params = {**DEFAULT_PARAMS[LIGHTGBM], "loss": loss, "max_iter": 60}
+    return fit(params, features, target, seed=0), features
+
+
+@pytest.mark.parametrize("loss", ["tweedie", "poisson", "squared_error"])
+def test_a_lightgbm_model_exports_through_onnxmltools_with_parity_and_a_golden_sample(loss: str) -> None:
+    estimator, features = fitted_lightgbm(loss)
+    model = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX)
+    assert "TreeEnsembleRegressor" in {node.op_type for node in model.graph.node}
+    session = export.onnx_session(model.SerializeToString())
+    parity = export.check_parity(session, estimator, features, SCALE_INDEX)
+    assert parity.max_rel_diff < export.PARITY_RTOL
+    inputs, outputs = export.golden_sample(session, features, rows=8)
+    expected = export.sklearn_forecast(estimator, np.asarray(inputs, dtype=np.float32), SCALE_INDEX)
+    np.testing.assert_allclose(outputs, expected, rtol=export.PARITY_RTOL, atol=export.PARITY_ATOL)
+
+
+@pytest.mark.parametrize("loss", ["tweedie", "poisson"])
+def test_a_lightgbm_graph_without_its_inverse_link_fails_parity(loss: str) -> None:
+    """onnxmltools appends the exp of LightGBM's log links itself: without it the outputs are log-space."""
+    estimator, features = fitted_lightgbm(loss)
+    model = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX)
+    (exp,) = [node for node in model.graph.node if node.op_type == "Exp"]
+    exp.op_type = "Identity"
+    session = export.onnx_session(model.SerializeToString())
+    with pytest.raises(export.ParityError, match="differs from scikit-learn"):
+        export.check_parity(session, estimator, features, SCALE_INDEX)
 
 
 def test_parity_check_catches_a_graph_without_the_inverse_link() -> None:
@@ -135,3 +169,19 @@ def test_quantile_parity_names_the_output_that_differs() -> None:
     swapped = [heads[0], heads[2], heads[1]]  # what the graph computes for q0.5 is not this head's
     with pytest.raises(export.ParityError, match=r"output q0\.5"):
         export.check_quantile_parity(session, swapped, LEVELS, features, SCALE_INDEX)
+
+
+def test_lightgbm_thresholds_between_neighbouring_float32_values_keep_their_side() -> None:
+    """LightGBM splits half-way between two neighbouring float32 values; rounded to the nearest float32
+    that threshold can become the upper value, which ONNX then sends the wrong way."""
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, 40, size=4000)
+    features = np.ones((4000, 2), dtype=np.float32)  # column 1 (the scale) stays 1
+    features[:, 0] = np.float32(1.0) + index.astype(np.float32) * np.spacing(np.float32(1.0))
+    target = 1.0 + 10.0 * (index % 2).astype(np.float64)  # a step between every two neighbours
+    params = {**DEFAULT_PARAMS[LIGHTGBM], "loss": "squared_error", "min_samples_leaf": 5, "max_iter": 60}
+    estimator = fit(params, features, target, seed=0)
+    session = export.onnx_session(export.to_onnx_model(estimator, 2, SCALE_INDEX).SerializeToString())
+    export.check_parity(session, estimator, features, SCALE_INDEX)
+    kept = export.float32_thresholds(estimator)
+    np.testing.assert_array_equal(kept.predict(features), estimator.predict(features))

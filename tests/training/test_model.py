@@ -2,9 +2,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from retail_forecast.training.model import cpu_quota, training_threads
+from retail_forecast.training.model import (
+    DEFAULT_LEARNER,
+    DEFAULT_PARAMS,
+    HIST_GRADIENT_BOOSTING,
+    LEARNERS,
+    LIGHTGBM,
+    ROUNDS_WITHOUT_IMPROVEMENT,
+    SEARCHED_LOSSES,
+    cpu_quota,
+    fit,
+    make_estimator,
+    search_plan,
+    training_threads,
+)
 
 
 @pytest.mark.parametrize(
@@ -41,3 +55,47 @@ def test_training_threads_default_to_this_process_affinity() -> None:
     import os  # noqa: PLC0415
 
     assert 1 <= training_threads() <= len(os.sched_getaffinity(0))
+
+
+def test_a_search_draws_from_the_fixed_learners_space_and_starts_from_its_defaults() -> None:
+    for learner in LEARNERS:
+        plan = search_plan(6, seed=3, fixed={"learner": learner})
+        assert plan[0] == DEFAULT_PARAMS[learner]
+        assert {p["learner"] for p in plan} == {learner}
+        assert {p["loss"] for p in plan} <= set(SEARCHED_LOSSES[learner])
+    assert search_plan(2, seed=3)[0]["learner"] == DEFAULT_LEARNER
+
+
+def test_an_unknown_learner_or_a_loss_the_learner_lacks_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown learner"):
+        search_plan(1, seed=0, fixed={"learner": "xgboost"})
+    with pytest.raises(ValueError, match="no tweedie loss"):
+        make_estimator({**DEFAULT_PARAMS[HIST_GRADIENT_BOOSTING], "loss": "tweedie"}, seed=0)
+
+
+def test_lightgbm_gets_the_shared_parameters_under_its_own_names() -> None:
+    params = {**DEFAULT_PARAMS[LIGHTGBM], "tweedie_variance_power": 1.3, "max_leaf_nodes": 31}
+    estimator = make_estimator(params, seed=5)
+    expected = {
+        "objective": "tweedie",
+        "tweedie_variance_power": 1.3,
+        "num_leaves": 31,
+        "min_child_samples": params["min_samples_leaf"],
+        "reg_lambda": params["l2_regularization"],
+        "colsample_bytree": params["max_features"],
+        "n_estimators": params["max_iter"],
+        "random_state": 5,
+    }
+    assert {name: estimator.get_params()[name] for name in expected} == expected
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_both_learners_stop_early_on_held_out_rows(learner: str) -> None:
+    """Pure noise: held-out loss stops improving at once, so neither learner runs all its rounds."""
+    rng = np.random.default_rng(0)
+    features = rng.uniform(size=(4000, 5)).astype(np.float32)
+    target = rng.poisson(3.0, size=4000).astype(np.float64)
+    estimator = fit({**DEFAULT_PARAMS[learner], "max_iter": 300}, features, target, seed=0)
+    rounds = estimator.n_iter_ if learner == HIST_GRADIENT_BOOSTING else estimator.best_iteration_
+    assert 0 < rounds < 300 - ROUNDS_WITHOUT_IMPROVEMENT
+    assert np.all(np.asarray(estimator.predict(features)) > 0)  # log links: positive forecasts

@@ -1,0 +1,49 @@
+"""benchmarks/accuracy.py in its quick mode on the real datasets: every dataset is measured at three
+rolling origins against every baseline, on the same rows; no timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DATASETS = ("favorita", "m5-10-series", "m5-70-series")
+STATISTICAL = ("ETS", "Theta")
+PIPELINE = "LightGBM"  # forecast train's learner, the only one quick mode runs
+METHODS = {"seasonal naive", "moving average", *STATISTICAL, PIPELINE}
+
+
+def test_the_accuracy_benchmark_scores_every_real_dataset_against_every_baseline(
+    real_datasets: Path, tmp_path: Path
+) -> None:
+    figures = tmp_path / "accuracy.json"
+    command = [sys.executable, "-m", "benchmarks.accuracy", "--quick", "--json", str(figures)]
+    env = {**os.environ, "FORECAST_DATASETS": str(real_datasets), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False, env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    report = json.loads(figures.read_text())
+    assert report["skipped"] == {}
+    assert set(report["datasets"]) == set(DATASETS)
+    for name, dataset in report["datasets"].items():
+        assert len(set(dataset["origins"])) == 3, name
+        scores = dataset["scores"]
+        assert set(scores) == METHODS, name
+        for method, score in scores.items():
+            assert 0 < score["wape"] < 5 and math.isfinite(score["mase"]), (name, method, score)
+        # Every method forecasts the same rows: the baselines' bias differs, the volume does not, so a
+        # forecast of zero everywhere would score WAPE 1 and bias -1 for each.
+        assert all(-1 < score["bias"] < 1 for score in scores.values()), (name, scores)
+        assert f"\n{name}: " in result.stdout
+    # On daily store transactions (smooth, strongly weekly) every forecaster beats the flat moving
+    # average, and the pipeline beats seasonal naive even in quick mode.
+    favorita = report["datasets"]["favorita"]["scores"]
+    assert favorita[PIPELINE]["wape"] < favorita["seasonal naive"]["wape"]
+    for method in (*STATISTICAL, PIPELINE):
+        assert favorita[method]["wape"] < favorita["moving average"]["wape"], method
