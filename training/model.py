@@ -21,29 +21,18 @@ LEARNERS: Final = (LIGHTGBM, HIST_GRADIENT_BOOSTING)
 DEFAULT_LEARNER: Final = LIGHTGBM
 
 # A strong, cheap starting point per learner: the first trial of every search, so a search never does
-# worse than it.
+# worse than it. The tree shape and rates are shared; the loss is each learner's best.
+_SHARED_DEFAULTS: Final[Params] = {
+    "learning_rate": 0.08,
+    "max_leaf_nodes": 63,
+    "min_samples_leaf": 50,
+    "l2_regularization": 1.0,
+    "max_features": 0.8,
+    "max_iter": 400,
+}
 DEFAULT_PARAMS: Final[dict[str, Params]] = {
-    HIST_GRADIENT_BOOSTING: {
-        "learner": HIST_GRADIENT_BOOSTING,
-        "loss": "poisson",
-        "learning_rate": 0.08,
-        "max_leaf_nodes": 63,
-        "min_samples_leaf": 50,
-        "l2_regularization": 1.0,
-        "max_features": 0.8,
-        "max_iter": 400,
-    },
-    LIGHTGBM: {
-        "learner": LIGHTGBM,
-        "loss": "tweedie",
-        "tweedie_variance_power": 1.2,
-        "learning_rate": 0.08,
-        "max_leaf_nodes": 63,
-        "min_samples_leaf": 50,
-        "l2_regularization": 1.0,
-        "max_features": 0.8,
-        "max_iter": 400,
-    },
+    HIST_GRADIENT_BOOSTING: {"learner": HIST_GRADIENT_BOOSTING, "loss": "poisson", **_SHARED_DEFAULTS},
+    LIGHTGBM: {"learner": LIGHTGBM, "loss": "tweedie", "tweedie_variance_power": 1.2, **_SHARED_DEFAULTS},
 }
 
 # The losses each learner searches; any of LOSSES can be fixed (`forecast train --loss`) where valid.
