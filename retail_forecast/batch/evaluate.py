@@ -30,11 +30,13 @@ from retail_forecast.training.metrics import ForecastBlock, score
 VERSION: Final = "version"
 HORIZON: Final = "horizon"
 STORE: Final = "store_id"
+_INTERVAL: Final = "interval"
 
 
 @dataclass(frozen=True)
 class Figures:
-    """One group's figures; `coverage` is the share of actuals inside the outermost quantile interval."""
+    """One group's figures; `coverage` is the share of actuals inside `interval`, the version's outermost
+    quantile levels (None for a model without quantiles)."""
 
     group: str  # "version", "horizon" or "store_id"
     model: str
@@ -46,6 +48,7 @@ class Figures:
     coverage: float | None
     backtest_wape: float | None
     backtest_coverage: float | None = None  # the holdout's coverage of the same interval (manifest)
+    interval: str | None = None  # e.g. "q0.1-q0.9"
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,6 @@ class Evaluation:
     figures: list[Figures]
     evaluated: int
     pending: int
-    interval: str | None  # e.g. "q0.1-q0.9", when the runs carry quantiles
 
     def versions(self) -> list[Figures]:
         return [f for f in self.figures if f.group == VERSION]
@@ -67,7 +69,15 @@ def _run_frame(table: pa.Table) -> tuple[pd.DataFrame, dict[str, str]]:
     frame = table.to_pandas()
     frame["model"] = metadata["model_name"]
     frame[VERSION] = metadata["model_version"]
+    frame[_INTERVAL] = _interval(frame)
     return frame, metadata
+
+
+def _interval(frame: pd.DataFrame) -> str | None:
+    """The run's own outermost levels: runs of models with other levels (or none) are evaluated side by
+    side, each against its own interval, never against columns another run brought into the union."""
+    levels = sorted((c for c in frame.columns if QUANTILE_OUTPUT.fullmatch(c)), key=lambda c: float(c[1:]))
+    return f"{levels[0]}-{levels[-1]}" if len(levels) >= 2 else None
 
 
 def _load_actuals(path: Path) -> pd.DataFrame:
@@ -102,10 +112,6 @@ def evaluate(runs: Sequence[pa.Table], actuals_path: Path) -> Evaluation:
     if len(freqs) != 1:
         raise ValueError(f"the runs mix frequencies {sorted(freqs)}")
     forecasts = pd.concat(frames, ignore_index=True)
-    quantiles = sorted(
-        (c for c in forecasts.columns if QUANTILE_OUTPUT.fullmatch(c)), key=lambda c: float(c[1:])
-    )
-    interval = f"{quantiles[0]}-{quantiles[-1]}" if len(quantiles) >= 2 else None
 
     panel, _ = build_panel(_load_actuals(actuals_path), Freq(freqs.pop()), source=str(actuals_path))
     keys = pd.MultiIndex.from_arrays([panel.store_ids, panel.item_ids])
@@ -118,9 +124,14 @@ def evaluate(runs: Sequence[pa.Table], actuals_path: Path) -> Evaluation:
     known = ~np.isnan(actual)
     points = forecasts[known].reset_index(drop=True)
     points["actual"] = actual[known]
-    if interval is not None:
-        low, high = quantiles[0], quantiles[-1]
-        points["covered"] = (points["actual"] >= points[low]) & (points["actual"] <= points[high])
+    points["covered"] = np.nan
+    for interval in points[_INTERVAL].dropna().unique():
+        low, high = str(interval).split("-")
+        rows = points[_INTERVAL] == interval
+        covered = (points.loc[rows, "actual"] >= points.loc[rows, low]) & (
+            points.loc[rows, "actual"] <= points.loc[rows, high]
+        )
+        points.loc[rows, "covered"] = covered.astype(float)
 
     figures: list[Figures] = []
     for group, by in ((VERSION, [VERSION]), (HORIZON, [VERSION, HORIZON]), (STORE, [VERSION, STORE])):
@@ -134,6 +145,8 @@ def evaluate(runs: Sequence[pa.Table], actuals_path: Path) -> Evaluation:
             )
             scores = score(block, np.zeros(1), np.zeros(1))  # MASE/RMSSE need history: not computed here
             reference = _reference(group, key, backtest[version])
+            intervals = rows[_INTERVAL].dropna().unique()  # one model version, one graph: one interval
+            interval = str(intervals[0]) if len(intervals) else None
             reference_coverage = _reference(group, key, backtest_coverage[version])
             figures.append(
                 Figures(
@@ -147,9 +160,10 @@ def evaluate(runs: Sequence[pa.Table], actuals_path: Path) -> Evaluation:
                     coverage=float(rows["covered"].mean()) if interval is not None else None,
                     backtest_wape=reference,
                     backtest_coverage=reference_coverage if interval is not None else None,
+                    interval=interval,
                 )
             )
-    return Evaluation(figures, evaluated=int(known.sum()), pending=int((~known).sum()), interval=interval)
+    return Evaluation(figures, evaluated=int(known.sum()), pending=int((~known).sum()))
 
 
 def _reference(
@@ -172,13 +186,14 @@ def table_lines(evaluation: Evaluation) -> list[str]:
         return "" if value is None else f"{value:.4f}"
 
     lines = [
-        "| group | version | key | points | WAPE | backtest WAPE | bias | coverage | backtest coverage |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| group | version | key | points | WAPE | backtest WAPE | bias | coverage | backtest coverage "
+        "| interval |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for f in evaluation.figures:
         lines.append(
             f"| {f.group} | {f.version} | {f.key} | {f.points} | {cell(f.wape)} | {cell(f.backtest_wape)} "
-            f"| {cell(f.bias)} | {cell(f.coverage)} | {cell(f.backtest_coverage)} |"
+            f"| {cell(f.bias)} | {cell(f.coverage)} | {cell(f.backtest_coverage)} | {f.interval or ''} |"
         )
     return lines
 
@@ -219,10 +234,10 @@ def metrics_registry(evaluation: Evaluation) -> CollectorRegistry:
                 bias.labels(f.model, f.version).set(f.bias)
             if f.backtest_wape is not None:
                 backtest.labels(f.model, f.version).set(f.backtest_wape)
-            if f.coverage is not None and evaluation.interval is not None:
-                coverage.labels(f.model, f.version, evaluation.interval).set(f.coverage)
-            if f.backtest_coverage is not None and evaluation.interval is not None:
-                backtest_coverage.labels(f.model, f.version, evaluation.interval).set(f.backtest_coverage)
+            if f.coverage is not None and f.interval is not None:
+                coverage.labels(f.model, f.version, f.interval).set(f.coverage)
+            if f.backtest_coverage is not None and f.interval is not None:
+                backtest_coverage.labels(f.model, f.version, f.interval).set(f.backtest_coverage)
         elif f.group == HORIZON and f.wape is not None:
             by_horizon.labels(f.model, f.version, f.key).set(f.wape)
     return registry

@@ -44,8 +44,10 @@ RUN_2 = [
 
 def write_run(path: Path, version: str, rows: list[tuple[str, str, str, int, float, float, float]],
               wape: float, by_horizon: list[float],
-              coverage: dict[str, object] | None = None) -> str:  # fmt: skip
-    fields = [*KEY_FIELDS, pa.field("q0.1", pa.float32()), pa.field("q0.9", pa.float32())]
+              coverage: dict[str, object] | None = None,
+              levels: tuple[str, ...] = ("q0.1", "q0.9")) -> str:  # fmt: skip
+    """`levels` names the run's two quantile columns (the rows' last two values); () writes none."""
+    fields = [*KEY_FIELDS, *(pa.field(level, pa.float32()) for level in levels)]
     scores = {"wape": wape, "mase": 1.0, "rmsse": 1.0, "bias": 0.0}
     metadata = {
         "model_name": "demand",
@@ -65,8 +67,7 @@ def write_run(path: Path, version: str, rows: list[tuple[str, str, str, int, flo
             "date": pa.array([dt.date.fromisoformat(d) for d in columns[2]]),
             "horizon": pa.array(columns[3], pa.int32()),
             "yhat": pa.array(columns[4], pa.float32()),
-            "q0.1": pa.array(columns[5], pa.float32()),
-            "q0.9": pa.array(columns[6], pa.float32()),
+            **{level: pa.array(columns[5 + i], pa.float32()) for i, level in enumerate(levels)},
         },
         schema=pa.schema(fields, metadata=metadata),
     )
@@ -95,7 +96,8 @@ def case(tmp_path: Path) -> tuple[list[str], Path]:
 def test_figures_by_version_horizon_and_store(case: tuple[list[str], Path]) -> None:
     runs, actuals = case
     result = evaluate([pq.read_table(run) for run in runs], actuals)
-    assert (result.evaluated, result.pending, result.interval) == (7, 2, "q0.1-q0.9")
+    assert (result.evaluated, result.pending) == (7, 2)
+    assert {f.interval for f in result.figures} == {"q0.1-q0.9"}
     got = {(f.group, f.version, f.key): f for f in result.figures}
 
     def check(key: tuple[str, str, str], points: int, wape: float, bias: float, coverage: float,
@@ -154,7 +156,7 @@ def test_command_exports_metrics_and_fails_above_the_threshold(
     assert samples["forecast_live_wape_by_horizon", (("horizon", "2"), *v1)] == pytest.approx(4 / 6)
     assert main([*args, "--fail-above", "0.45"]) == 0
     out = capsys.readouterr().out
-    assert "| version | 1 |  | 5 | 0.3600 | 0.3000 | -0.0400 | 0.6000 | 0.8000 |" in out
+    assert "| version | 1 |  | 5 | 0.3600 | 0.3000 | -0.0400 | 0.6000 | 0.8000 | q0.1-q0.9 |" in out
     assert "evaluated 7 forecast points; 2 have no actual yet" in out
 
 
@@ -188,3 +190,21 @@ def test_command_pushes_the_figures_to_a_pushgateway(
     ((method, path, body),) = received
     assert (method, path) == ("PUT", "/metrics/job/forecast-evaluate")
     assert 'forecast_live_wape{model="demand",version="1"} 0.36' in body.decode()
+
+
+def test_runs_of_models_with_other_levels_are_each_scored_on_their_own_interval(
+    case: tuple[list[str], Path], tmp_path: Path
+) -> None:
+    """A P5–P95 model and a point-only model beside a P10–P90 one: the union of their columns must not
+    leak into another run's coverage (a point-only run has none; the others each their own)."""
+    runs, actuals = case
+    wide = write_run(tmp_path / "v2.parquet", "2", RUN_2, 0.5, [], levels=("q0.05", "q0.95"))
+    point_only = [(*row[:5], 0.0, 0.0) for row in RUN_1]
+    plain = write_run(tmp_path / "v3.parquet", "3", point_only, 0.4, [], levels=())
+    result = evaluate([pq.read_table(run) for run in (runs[0], wide, plain)], actuals)
+    versions = {f.version: f for f in result.figures if f.group == "version"}
+    assert versions["1"].interval == "q0.1-q0.9"
+    assert versions["1"].coverage == pytest.approx(3 / 5)
+    assert (versions["2"].interval, versions["2"].coverage) == ("q0.05-q0.95", 1.0)
+    assert (versions["3"].interval, versions["3"].coverage) == (None, None)
+    assert versions["3"].wape == pytest.approx(9 / 25)
