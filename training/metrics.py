@@ -50,10 +50,18 @@ def naive_scales(history: FloatArray, season: int) -> tuple[FloatArray, FloatArr
     """
     seasonal = np.abs(history[:, season:] - history[:, :-season])
     one_step = np.square(history[:, 1:] - history[:, :-1])
-    with np.errstate(invalid="ignore"):
-        mase_scale = np.nanmean(np.where(np.isnan(seasonal), np.nan, seasonal), axis=1)
-        rmsse_scale = np.nanmean(one_step, axis=1)
-    return np.nan_to_num(mase_scale, nan=0.0), np.nan_to_num(rmsse_scale, nan=0.0)
+    return _row_means_or_zero(seasonal), _row_means_or_zero(one_step)
+
+
+def _row_means_or_zero(values: FloatArray) -> FloatArray:
+    """Each row's mean over its non-NaN values; 0 (no scale) for a row with none, such as a series
+    younger than one season, without nanmean's "Mean of empty slice" warning."""
+    valid = ~np.isnan(values)
+    counts = valid.sum(axis=1)
+    sums = np.where(valid, values, 0.0).sum(axis=1)
+    means = np.zeros(len(values))
+    np.divide(sums, counts, out=means, where=counts > 0)
+    return means
 
 
 def score(block: ForecastBlock, mase_scale: FloatArray, rmsse_scale: FloatArray) -> Scores:

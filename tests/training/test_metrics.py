@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,15 @@ def test_nan_gaps_are_ignored_in_scales() -> None:
     mase_scale, rmsse_scale = naive_scales(history, season=1)
     np.testing.assert_allclose(mase_scale, [2.0])
     np.testing.assert_allclose(rmsse_scale, [4.0])
+
+
+def test_a_series_younger_than_one_season_has_no_scale_and_raises_no_warning() -> None:
+    history = np.array([[np.nan, np.nan, np.nan, 2.0], [1.0, 2.0, 4.0, 7.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mase_scale, rmsse_scale = naive_scales(history, season=2)
+    np.testing.assert_allclose(mase_scale, [0.0, 4.0])  # (|4-1| + |7-2|) / 2
+    np.testing.assert_allclose(rmsse_scale, [0.0, (1 + 4 + 9) / 3])
 
 
 def test_pinball_charges_the_level_below_and_its_complement_above() -> None:
