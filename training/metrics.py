@@ -7,7 +7,6 @@ whose scale is non-zero.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,10 +99,7 @@ def score_by_horizon(
 def pinball_scales(history: FloatArray) -> FloatArray:
     """Per-series denominator of the scaled pinball loss (M5 Uncertainty): mean |one-step diff| of the
     in-sample history ([S, T], NaN outside each series' span); 0 where undefined."""
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a series with no two observed periods
-        scale: FloatArray = np.nanmean(np.abs(history[:, 1:] - history[:, :-1]), axis=1)
-    return np.nan_to_num(scale, nan=0.0)
+    return _row_means_or_zero(np.abs(history[:, 1:] - history[:, :-1]))
 
 
 def pinball(actual: FloatArray, predicted: FloatArray, level: float) -> FloatArray:
