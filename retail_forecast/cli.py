@@ -110,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("dest", type=Path)
     fetch.add_argument("--sha256", default=None, help="refuse the model unless its digest is this")
 
+    retire = commands.add_parser(
+        "retire",
+        help="mark a version that nothing serves or rolls back to any more, so the store may tier it",
+        description="Retag a complete version's blobs `retired`: the storage lifecycle policy then moves it "
+        "to Cool (and Archive in prod), from where a scoring pod cannot fetch it until it is rehydrated. "
+        "Run it from the pipeline that publishes (it has write access to the store; the operator, which "
+        "only reads, does not retire). Local stores have no tiering: there it only checks the version.",
+    )
+    retire.add_argument("--store", required=True)
+    retire.add_argument("--name", required=True)
+    retire.add_argument("--version", dest="model_version", required=True)
+
     serve = commands.add_parser("serve", help="serve a model (Open Inference Protocol v2 + forecast API)")
     source = serve.add_mutually_exclusive_group()
     source.add_argument("--model-dir", type=Path, default=None, help="a local model folder")
@@ -659,6 +671,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             manifest = open_store(args.store).fetch(args.name, args.model_version, args.dest, args.sha256)
             print(f"fetched {manifest.name} {manifest.version} (sha256 {manifest.sha256}) to {args.dest}")
+            return 0
+        if args.command == "retire":
+            from retail_forecast.core.store import open_store  # noqa: PLC0415
+
+            store = open_store(args.store)
+            store.retire(args.name, args.model_version)
+            print(f"retired {store.describe(args.name, args.model_version)}")
             return 0
         if args.command == "demo":
             return _demo(args)

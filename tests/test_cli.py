@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from azure.storage.blob import ContainerClient
 
 from retail_forecast.cli import main
-from retail_forecast.core.manifest import Manifest, sha256_file
+from retail_forecast.core.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, sha256_file
 from retail_forecast.core.schema import Freq
+from retail_forecast.core.store import LIFECYCLE_TAG, open_store
 from retail_forecast.training.synth import synthesize_to
+from tests.core.test_store import write_model
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--trials", "2", "--max-rows", "40000"]
@@ -159,3 +164,25 @@ def test_training_never_overwrites_an_existing_model(
     assert main(["train", "--data", str(daily_sales), "--out", str(tmp_path)]) == 2
     assert "already holds a model" in capsys.readouterr().err
     assert (tmp_path / "model.onnx").read_bytes() == b"older model"
+
+
+def test_retire_retags_a_published_version_and_refuses_an_unknown_one(
+    azure_store_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = open_store(azure_store_uri)
+    for version in ("1", "2"):
+        write_model(tmp_path / version, version.encode() * 8, version=version)
+        store.publish(tmp_path / version, "demand")
+    assert main(["retire", "--store", azure_store_uri, "--name", "demand", "--version", "1"]) == 0
+    assert f"retired {azure_store_uri}/demand/1" in capsys.readouterr().out
+    container = ContainerClient.from_connection_string(
+        os.environ["AZURE_STORAGE_CONNECTION_STRING"], urlsplit(azure_store_uri).netloc
+    )
+    tags = {blob.name: blob.tags for blob in container.list_blobs(include=["tags"])}
+    assert tags == {
+        f"models/demand/{v}/{file}": {LIFECYCLE_TAG: "retired" if v == "1" else "servable"}
+        for v in ("1", "2")
+        for file in (MODEL_FILE, MANIFEST_FILE)
+    }
+    assert main(["retire", "--store", azure_store_uri, "--name", "demand", "--version", "3"]) == 4
+    assert "demand/3 does not exist" in capsys.readouterr().err

@@ -421,7 +421,7 @@ resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/contain
 
 // Tiering never touches what a ForecastModel may serve or roll back to: an archived blob takes hours to
 // rehydrate, so every new scoring pod (scale-up, node drain) would fail to fetch it. The publisher tags every
-// blob retail_forecast_lifecycle=servable, the operator retags a version retired once no ForecastModel can
+// blob retail_forecast_lifecycle=servable, `forecast retire` retags a version retired once no ForecastModel can
 // serve or roll back to it (retail_forecast/core/store.py); only retired blobs and noncurrent blob versions
 // (left by an overwrite or delete, never read by the store) are tiered.
 // Archive exists on LRS, GRS and RA-GRS accounts only: on ZRS, GZRS and RA-GZRS tiering stops at Cool.
@@ -601,7 +601,8 @@ resource operatorModelsReader 'Microsoft.Authorization/roleAssignments@2022-04-0
 }
 
 // Blob index tags need their own data actions (no Storage Blob Data role but Owner has them): the publisher
-// tags what it writes (servable), the operator retags versions it retires; the lifecycle policy reads them.
+// tags what it writes (servable), `forecast retire` (the pipeline) retags versions retired; the lifecycle policy
+// reads them. The operator only reads the store: it holds no tag role.
 resource modelLifecycleTagger 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, 'model-lifecycle-tagger')
   properties: {
@@ -629,16 +630,6 @@ resource trainingModelsTagger 'Microsoft.Authorization/roleAssignments@2022-04-0
   properties: {
     roleDefinitionId: modelLifecycleTagger.id
     principalId: trainingIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource operatorModelsTagger 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(modelsContainer.id, operatorIdentity.id, 'model-lifecycle-tagger')
-  scope: modelsContainer
-  properties: {
-    roleDefinitionId: modelLifecycleTagger.id
-    principalId: operatorIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }

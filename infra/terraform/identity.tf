@@ -63,7 +63,8 @@ resource "azurerm_role_assignment" "operator_models_reader" {
 }
 
 # Blob index tags need their own data actions (no Storage Blob Data role but Owner has them): the publisher
-# tags what it writes (servable), the operator retags versions it retires; the lifecycle policy reads them.
+# tags what it writes (servable), `forecast retire` (the pipeline) retags versions retired; the lifecycle policy
+# reads them. The operator only reads the store: it holds no tag role.
 resource "azurerm_role_definition" "model_lifecycle_tagger" {
   name        = "retail-forecast model lifecycle tagger (${local.compact})"
   scope       = azurerm_resource_group.main.id
@@ -82,7 +83,6 @@ resource "azurerm_role_definition" "model_lifecycle_tagger" {
 resource "azurerm_role_assignment" "model_lifecycle_tagger" {
   for_each = {
     training = azurerm_user_assigned_identity.training.principal_id
-    operator = azurerm_user_assigned_identity.operator.principal_id
   }
   scope              = local.models_container_scope
   role_definition_id = azurerm_role_definition.model_lifecycle_tagger.role_definition_resource_id

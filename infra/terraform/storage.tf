@@ -50,7 +50,7 @@ resource "azurerm_storage_container" "models" {
 
 # Tiering never touches what a ForecastModel may serve or roll back to: an archived blob takes hours to
 # rehydrate, so every new scoring pod (scale-up, node drain) would fail to fetch it. The publisher tags every
-# blob retail_forecast_lifecycle=servable, the operator retags a version retired once no ForecastModel can
+# blob retail_forecast_lifecycle=servable, `forecast retire` retags a version retired once no ForecastModel can
 # serve or roll back to it (retail_forecast/core/store.py); only retired blobs and noncurrent blob versions
 # (left by an overwrite or delete, never read by the store) are tiered.
 locals {

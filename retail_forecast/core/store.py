@@ -5,7 +5,7 @@ A version is `<prefix>/<name>/<version>/{model.onnx,manifest.json}`. The store l
 keys, so the immutability and integrity rules cannot drift between Azure and the local directory.
 
 In Azure every blob carries the blob index tag `LIFECYCLE_TAG`: `servable` from publish on, `retired` once
-the operator decides no ForecastModel can serve or roll back to the version. The storage lifecycle policy
+`forecast retire` says no ForecastModel can serve or roll back to the version. The storage lifecycle policy
 (infra/terraform/storage.tf, infra/bicep/main.bicep) tiers only `retired` blobs: an archived blob takes
 hours to read, so tiering anything else would fail the next scoring pod that fetches it.
 """
@@ -220,8 +220,8 @@ class ModelStore:
         """Mark a complete version as one no ForecastModel serves or may roll back to, so that the storage
         lifecycle policy may tier it (Cool, then Archive where the account supports it).
 
-        The caller (the operator) owns that decision. To serve a retired version again, rehydrate its
-        blobs to Hot first and tag them servable again.
+        The caller (`forecast retire`, run by the publishing pipeline, which may write) owns that decision.
+        To serve a retired version again, rehydrate its blobs to Hot first and tag them servable again.
         """
         location = self.describe(name, version)
         if not self._backend.exists(self._key(name, version, MANIFEST_FILE)):

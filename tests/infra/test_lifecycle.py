@@ -203,7 +203,7 @@ def test_the_policy_on_the_blobs_a_real_store_writes(
     for version in ("1", "2", "3"):
         write_model(tmp_path / version, version.encode() * 8, version=version)
         store.publish(tmp_path / version, "demand")
-    store.retire("demand", "1")  # the operator: neither served nor a rollback target any more
+    store.retire("demand", "1")  # `forecast retire`: neither served nor a rollback target any more
     container = urlsplit(azure_store_uri).netloc
     client = ContainerClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"], container)
     blobs = {blob.name: blob.tags or {} for blob in client.list_blobs(include=["tags"])}
