@@ -15,8 +15,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-PERMUTATION_ROWS: Final = 20_000
-PERMUTATION_REPEATS: Final = 3
+PERMUTATION_ROWS: Final = 5_000
+PERMUTATION_REPEATS: Final = 2
 GAIN: Final = "gain"
 PERMUTATION: Final = "permutation"
 UNITS: Final = {

@@ -42,14 +42,15 @@ def table_rows(lines: list[str]) -> list[list[str]]:
 
 def test_backtest_lists_every_fold_for_model_and_baselines(metrics: dict[str, Any], report: str) -> None:
     folds = metrics["backtest"]
-    assert len(folds) == 3  # conftest trains with the default 3 folds: 2 search folds and the holdout
-    assert [f["holdout"] for f in folds] == [False, False, True]
+    search_folds = len(metrics["trials"][0]["fold_wape"])
+    assert search_folds >= 1
+    assert [f["holdout"] for f in folds] == [False] * search_folds + [True]
     assert folds[-1]["origin"] == metrics["holdout_origin"]
     assert sorted(f["origin"] for f in folds) == [f["origin"] for f in folds]
     for name in ("model", "seasonal_naive", "moving_average"):
         assert folds[-1][name] == metrics[name]  # the holdout row is the holdout's scores
     rows = table_rows(section(report, "Backtest"))
-    assert len(rows) == 3 * 3
+    assert len(rows) == 3 * len(folds)  # the model and two baselines per fold
     by_key = {(r[0], r[2]): r for r in rows}
     for fold in folds:
         row = by_key[(fold["origin"], "seasonal naive")]
@@ -58,10 +59,12 @@ def test_backtest_lists_every_fold_for_model_and_baselines(metrics: dict[str, An
         assert float(by_key[(fold["origin"], "model")][5]) == pytest.approx(fold["model"]["bias"], abs=5e-5)
 
 
-def test_volume_bands_split_the_holdout(metrics: dict[str, Any], report: str) -> None:
+def test_volume_bands_split_the_holdout(metrics: dict[str, Any], report: str, model_dir: Path) -> None:
     bands = metrics["volume_bands"]
     assert [b["band"] for b in bands] == list(VOLUME_BANDS)
-    assert sum(b["series"] for b in bands) == 12  # every series of conftest's 2 stores x 6 items
+    counts = [b["series"] for b in bands]
+    assert max(counts) - min(counts) <= 1  # equal series counts
+    assert sum(counts) <= Manifest.load(model_dir).training_data.series
     assert sum(b["volume_share"] for b in bands) == pytest.approx(1.0)
     assert bands[0]["mean_sales_max"] <= bands[1]["mean_sales_min"]
     assert bands[1]["mean_sales_max"] <= bands[2]["mean_sales_min"]
