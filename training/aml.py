@@ -13,10 +13,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-JobKind = Literal["command", "sweep"]
+JobKind = Literal["command", "sweep", "partition"]
 
 _AML_DIR = Path(__file__).resolve().with_name("aml")
-_JOB_FILES: dict[str, str] = {"command": "train-job.yml", "sweep": "sweep-job.yml"}
+_JOB_FILES: dict[str, str] = {
+    "command": "train-job.yml",
+    "sweep": "sweep-job.yml",
+    "partition": "partition-job.yml",  # a pipeline of one parallel step: a model per store
+}
 
 # (keyword argument, environment variable, CLI flag) for each part of the workspace address
 _WORKSPACE_SETTINGS = (
@@ -113,7 +117,7 @@ def load(job_yaml: Path, *, overrides: Mapping[str, str] | None = None, code: Pa
     if not job_yaml.is_file():
         raise AmlError(f"job file not found: {job_yaml}")
     job = aml.load_job(job_yaml)
-    target = job.trial if job.type == "sweep" else job
+    target = _code_owner(job)
     if code is not None:
         target.code = str(Path(code).resolve())
     code_dir = (job_yaml.parent / str(target.code)).resolve()
@@ -124,6 +128,16 @@ def load(job_yaml: Path, *, overrides: Mapping[str, str] | None = None, code: Pa
         )
     for key, value in (overrides or {}).items():
         _apply_override(aml, job, key, value)
+    return job
+
+
+def _code_owner(job: Any) -> Any:
+    """What holds the job's `code:` folder: the job, a sweep's trial or a pipeline's one step's task."""
+    if job.type == "sweep":
+        return job.trial
+    if job.type == "pipeline":
+        (step,) = job.jobs.values()
+        return step.task
     return job
 
 

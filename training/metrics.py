@@ -8,6 +8,7 @@ whose scale is non-zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -151,3 +152,86 @@ def quantile_scores(
         coverage=share(np.ones(len(inside), dtype=bool)),
         coverage_by_horizon=[share(block.horizon == h) for h in range(1, horizon + 1)],
     )
+
+
+# Fast and slow movers: the evaluated series ranked by mean observed sales over their history up to the
+# forecast origin, cut into groups of equal series count (ties in series order). Equal counts rather than
+# cut points on the means: with many intermittent series, tercile cut points can coincide (all at 0) and
+# leave a band empty.
+VOLUME_BANDS: Final = ("slow", "medium", "fast")
+
+
+@dataclass(frozen=True)
+class VolumeBand:
+    """One band's series, how much of the holdout's volume they carry, and each forecast's scores."""
+
+    name: str
+    series: int
+    mean_sales: tuple[float, float]
+    volume_share: float
+    scores: dict[str, Scores]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "band": self.name,
+            "series": self.series,
+            "mean_sales_min": _json_number(self.mean_sales[0]),
+            "mean_sales_max": _json_number(self.mean_sales[1]),
+            "volume_share": _json_number(self.volume_share),
+            **{name: s.as_dict() for name, s in self.scores.items()},
+        }
+
+
+def _json_number(value: float) -> float | None:
+    return None if np.isnan(value) else value
+
+
+def mean_sales(history: FloatArray) -> FloatArray:
+    """Each series' mean observed sales in `history` ([S, T], NaN outside its span); 0 for none."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a series with no observed period
+        means: FloatArray = np.nanmean(history, axis=1)
+    return np.nan_to_num(means, nan=0.0)
+
+
+def band_of_series(means: FloatArray, series: IntArray, n_bands: int) -> IntArray:
+    """Band (0 = slowest) of each series in `series` by rank of its mean, -1 for the others;
+    every band gets len(series) // n_bands series or one more."""
+    ranked = series[np.argsort(means[series], kind="stable")]
+    bands: IntArray = np.full(len(means), -1, dtype=np.int64)
+    bands[ranked] = np.arange(len(ranked)) * n_bands // max(len(ranked), 1)
+    return bands
+
+
+def score_by_volume(
+    blocks: dict[str, ForecastBlock], history: FloatArray, season: int, names: tuple[str, ...] = VOLUME_BANDS
+) -> list[VolumeBand]:
+    """Scores of each forecast (all blocks hold the same rows) per volume band of the series they cover;
+    `history` is [S, T] sales up to the forecast origin."""
+    first = next(iter(blocks.values()))
+    means = mean_sales(history)
+    evaluated = np.unique(first.series)
+    bands = band_of_series(means, evaluated, len(names))
+    mase_scale, rmsse_scale = naive_scales(history, season)
+    row_band = bands[first.series]
+    total = float(np.abs(first.actual).sum())
+    result = []
+    for k, name in enumerate(names):
+        members = evaluated[bands[evaluated] == k]
+        rows = row_band == k
+        volume = float(np.abs(first.actual[rows]).sum())
+        result.append(
+            VolumeBand(
+                name=name,
+                series=len(members),
+                mean_sales=(float(means[members].min()), float(means[members].max()))
+                if len(members)
+                else (float("nan"), float("nan")),
+                volume_share=volume / total if total > 0 else float("nan"),
+                scores={
+                    forecast: score(block.where(rows), mase_scale, rmsse_scale)
+                    for forecast, block in blocks.items()
+                },
+            )
+        )
+    return result

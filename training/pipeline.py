@@ -40,15 +40,18 @@ from retail_forecast.core.manifest import QuantileScores as ManifestQuantileScor
 from retail_forecast.core.manifest import Scores as ManifestScores
 from retail_forecast.core.schema import Freq
 from retail_forecast.training import export, tracking
+from retail_forecast.training import importance as importance_
 from retail_forecast.training import quantiles as quantiles_
 from retail_forecast.training import rows as rows_
 from retail_forecast.training.metrics import (
     ForecastBlock,
     Scores,
+    VolumeBand,
     naive_scales,
     pinball_scales,
     score,
     score_by_horizon,
+    score_by_volume,
 )
 from retail_forecast.training.model import Params, fit, search_plan, training_threads
 
@@ -136,6 +139,11 @@ class TrainResult:
     search_rows: int
     quantiles: quantiles_.QuantileHoldout | None = None
     quantile_parity: export.Parity | None = None
+    # The report's extra views: every fold's evaluation (the search folds' by the chosen parameters,
+    # then the holdout), the holdout by volume band, and the holdout fit's feature importances.
+    backtest: list[Evaluation] = field(default_factory=list)
+    volume_bands: list[VolumeBand] = field(default_factory=list)
+    importances: importance_.Importances | None = None
 
 
 @contextmanager
@@ -353,7 +361,7 @@ def _train(
     )
 
     with _timed(timings, "search"):
-        trials, validation_wape, params = _search(
+        trials, validation_wape, params, search_evaluations = _search(
             spec,
             dataset,
             [evaluation_sets[fold.origin] for fold in search_folds],
@@ -368,6 +376,11 @@ def _train(
         estimator = fit(params, x, y, config.seed)
         del x, y
         holdout_eval = evaluate(spec, estimator, evaluation_sets[holdout.origin], horizon)
+    with _timed(timings, "importances"):
+        holdout_rows = evaluation_sets[holdout.origin]
+        importances = importance_.feature_importances(
+            estimator, holdout_rows.features, holdout_rows.actual, spec.scale_index, spec.names, config.seed
+        )
     levels = quantiles_.check_levels(config.quantiles)
     quantile_rows = config.quantile_rows or search_rows
     quantile_holdout: quantiles_.QuantileHoldout | None = None
@@ -450,6 +463,13 @@ def _train(
         search_rows=min(search_rows, len(dataset.series)),
         quantiles=quantile_holdout,
         quantile_parity=quantile_parity,
+        backtest=[*search_evaluations, holdout_eval],
+        volume_bands=score_by_volume(
+            {"model": holdout_eval.block, "seasonal_naive": holdout_eval.naive_block},
+            panel.sales[:, : holdout.origin + 1],
+            panel.freq.season,
+        ),
+        importances=importances,
     )
     _write_metrics(result, horizon, panel, data_report)
     from retail_forecast.training.report import write_report  # noqa: PLC0415 - matplotlib is slow to import
@@ -471,18 +491,21 @@ def _search(
     search_rows: int,
     config: TrainConfig,
     progress: Progress,
-) -> tuple[list[dict[str, Any]], float, Params]:
-    """Random search ranked by mean WAPE over the search folds; returns trials, best WAPE and params."""
+) -> tuple[list[dict[str, Any]], float, Params, list[Evaluation]]:
+    """Random search ranked by mean WAPE over the search folds; returns trials, best WAPE, params and
+    the best trial's fold evaluations."""
     plan = search_plan(config.trials, config.seed, config.fixed_params)
     trials: list[dict[str, Any]] = []
-    best: tuple[float, Params] | None = None
+    best: tuple[float, Params, list[Evaluation]] | None = None
     for number, params in enumerate(plan, start=1):
         wapes = []
+        evaluations = []
         for fold in folds:
             x, y = dataset.upto(fold.origin, search_rows)
             estimator = fit(params, x, y, config.seed)
             scores = evaluate(spec, estimator, fold, horizon)
             wapes.append(scores.model.wape)
+            evaluations.append(scores)
         mean_wape = float(np.mean(wapes))
         trials.append(
             {
@@ -494,11 +517,11 @@ def _search(
         )
         marker = ""
         if best is None or mean_wape < best[0]:
-            best = (mean_wape, params)
+            best = (mean_wape, params, evaluations)
             marker = "  <- best so far"
         progress(f"search: trial {number}/{len(plan)} wape {mean_wape:.4f} {_describe(params)}{marker}")
     assert best is not None
-    return trials, best[0], best[1]
+    return trials, *best
 
 
 def promotion_gate(evaluation: Evaluation, margin: float) -> tuple[bool, str]:
@@ -660,6 +683,18 @@ def _write_metrics(result: TrainResult, horizon: int, panel: Panel, data_report:
             "drawn": result.training_rows,
             "search": result.search_rows,
         },
+        "backtest": [
+            {
+                "origin": str(panel.dates[e.origin].date()),
+                "holdout": e is holdout,
+                **{
+                    name: getattr(e, name).as_dict() for name in ("model", "seasonal_naive", "moving_average")
+                },
+            }
+            for e in result.backtest
+        ],
+        "volume_bands": [band.as_dict() for band in result.volume_bands],
+        "feature_importances": None if result.importances is None else result.importances.as_dict(),
         "timings_seconds": result.timings,
         "data": data_report.lines(),
     }

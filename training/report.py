@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from retail_forecast.core.data import DataReport, Panel
-from retail_forecast.training.metrics import Scores
+from retail_forecast.training.importance import UNITS, Importances
+from retail_forecast.training.metrics import Scores, VolumeBand
 
 if TYPE_CHECKING:
     from retail_forecast.training.pipeline import TrainResult
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 REPORT_FILE: Final = "report.md"
 PLOT_FILE: Final = "forecast.png"
 CALIBRATION_PLOT_FILE: Final = "calibration.png"
+IMPORTANCE_PLOT_FILE: Final = "importance.png"
+TOP_FEATURES: Final = 15
 PLOTTED_SERIES: Final = 6
 
 
@@ -76,6 +79,9 @@ def write_report(result: TrainResult, panel: Panel, data_report: DataReport, hor
         "",
         *horizon_table(holdout.by_horizon),
         "",
+        *backtest_lines(result, panel),
+        *volume_band_lines(result.volume_bands),
+        *importance_lines(result),
         *quantile_lines(result),
         "## Search",
         "",
@@ -94,6 +100,88 @@ def write_report(result: TrainResult, panel: Panel, data_report: DataReport, hor
         "",
     ]
     (result.out / REPORT_FILE).write_text("\n".join(lines))
+
+
+def backtest_lines(result: TrainResult, panel: Panel) -> list[str]:
+    """Every fold the pipeline scores: the search folds by the chosen parameters, then the holdout."""
+    if not result.backtest:
+        return []
+    lines = [
+        "## Backtest",
+        "",
+        f"Rolling origins one horizon apart. On the search folds the model is the chosen parameters fit "
+        f"on the {result.search_rows} search rows; on the holdout, on every training row before it.",
+        "",
+        "| origin | fold | forecast | WAPE | MASE | bias |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for evaluation in result.backtest:
+        fold = "holdout" if evaluation is result.holdout else "search"
+        origin = panel.dates[evaluation.origin].date()
+        lines += [
+            f"| {origin} | {fold} | {name} | {s.wape:.4f} | {s.mase:.4f} | {s.bias:+.4f} |"
+            for name, s in (
+                ("model", evaluation.model),
+                ("seasonal naive", evaluation.seasonal_naive),
+                ("moving average", evaluation.moving_average),
+            )
+        ]
+    return [*lines, ""]
+
+
+def volume_band_lines(bands: list[VolumeBand]) -> list[str]:
+    if not bands:
+        return []
+    lines = [
+        "## Accuracy by sales volume",
+        "",
+        f"Holdout series ranked by mean observed sales up to the holdout origin and cut into {len(bands)} "
+        "bands of equal series count (slow to fast movers).",
+        "",
+        "| band | series | mean sales | share of volume | model WAPE | model bias | seasonal naive WAPE "
+        "| seasonal naive bias |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for band in bands:
+        model, naive = band.scores["model"], band.scores["seasonal_naive"]
+        low, high = band.mean_sales
+        lines.append(
+            f"| {band.name} | {band.series} | {low:.2f}-{high:.2f} | {band.volume_share:.3f} "
+            f"| {model.wape:.4f} | {model.bias:+.4f} | {naive.wape:.4f} | {naive.bias:+.4f} |"
+        )
+    return [*lines, ""]
+
+
+def importance_lines(result: TrainResult) -> list[str]:
+    importances = result.importances
+    if importances is None:
+        return []
+    _plot_importances(importances, result)
+    sample = f" on {importances.rows} random holdout rows" if importances.rows is not None else ""
+    return [
+        "## Feature importances",
+        "",
+        f"{importances.method.capitalize()} importance of the holdout fit{sample}: "
+        f"{UNITS[importances.method]}. Top {TOP_FEATURES}:",
+        "",
+        "| feature | importance |",
+        "|---|---:|",
+        *[f"| {name} | {value:.4f} |" for name, value in importances.top(TOP_FEATURES)],
+        "",
+        f"![feature importances]({IMPORTANCE_PLOT_FILE})",
+        "",
+    ]
+
+
+def _plot_importances(importances: Importances, result: TrainResult) -> None:
+    top = importances.top(TOP_FEATURES)[::-1]  # barh draws bottom-up: the largest on top
+    figure, axis = plt.subplots(figsize=(6, 0.3 * len(top) + 1))
+    axis.barh([name for name, _ in top], [value for _, value in top], color="tab:blue")
+    axis.set_xlabel(UNITS[importances.method])
+    axis.tick_params(labelsize=7)
+    figure.tight_layout()
+    figure.savefig(result.out / IMPORTANCE_PLOT_FILE, dpi=90)
+    plt.close(figure)
 
 
 def quantile_lines(result: TrainResult) -> list[str]:

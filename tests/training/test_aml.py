@@ -7,6 +7,7 @@ Nothing here touches the network or needs credentials: jobs are loaded with `azu
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import shlex
@@ -19,7 +20,7 @@ from typing import Any
 
 import azure.ai.ml as aml_sdk
 import pytest
-from azure.ai.ml.entities import Command
+from azure.ai.ml.entities import Command, Parallel, PipelineJob
 from azure.ai.ml.sweep import (
     BanditPolicy,
     Choice,
@@ -29,12 +30,14 @@ from azure.ai.ml.sweep import (
     SweepJob,
     Uniform,
 )
+from hcl2.api import load as load_hcl
 from packaging.requirements import Requirement
 
 from retail_forecast.cli import build_parser
 from retail_forecast.core.schema import Freq
 from retail_forecast.training import aml
-from tests.infra.iac import bicep_resources_of_type, bicep_template, terraform_resources
+from retail_forecast.training.partition import settings_parser
+from tests.infra.iac import bicep_resources_of_type, bicep_template, terraform_resources, unwrap
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AML_DIR = REPO_ROOT / "training" / "aml"
@@ -79,6 +82,11 @@ def command_job() -> Any:
 @pytest.fixture(scope="module")
 def sweep_job() -> Any:
     return aml_sdk.load_job(aml.job_path("sweep"))
+
+
+@pytest.fixture(scope="module")
+def partition_job() -> Any:
+    return aml_sdk.load_job(aml.job_path("partition"))
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +137,7 @@ def input_value(job: Any, name: str) -> Any:
 def test_job_path_locates_packaged_yamls() -> None:
     assert aml.job_path("command") == AML_DIR / "train-job.yml"
     assert aml.job_path("sweep") == AML_DIR / "sweep-job.yml"
+    assert aml.job_path("partition") == AML_DIR / "partition-job.yml"
     unknown: Any = "pipeline"
     with pytest.raises(ValueError, match="unknown job kind"):
         aml.job_path(unknown)
@@ -141,6 +150,7 @@ def test_yamllint_relaxed_accepts_the_yamls() -> None:
         "environment.yml",
         "train-job.yml",
         "sweep-job.yml",
+        "partition-job.yml",
     }
     result = subprocess.run(
         [sys.executable, "-m", "yamllint", "-d", "relaxed", "-f", "parsable", *map(str, files)],
@@ -184,14 +194,15 @@ def test_conda_file_covers_the_project_dependencies(conda: dict[str, Any]) -> No
 
 
 def test_environment_yml_matches_inline_job_environments(
-    environment: Any, conda: dict[str, Any], command_job: Any, sweep_job: Any
+    environment: Any, conda: dict[str, Any], command_job: Any, sweep_job: Any, partition_job: Any
 ) -> None:
     env = environment
     assert env.name == "retail-forecast-train"
     assert env.version == "1"
     assert env.image == IMAGE
     assert re.search(r"^conda_file: conda\.yml$", (AML_DIR / "environment.yml").read_text(), re.MULTILINE)
-    for job_env in (command_job.environment, sweep_job.trial.environment):
+    partition_env = partition_step(partition_job).task.environment
+    for job_env in (command_job.environment, sweep_job.trial.environment, partition_env):
         assert job_env.image == IMAGE
         assert job_env.conda_file == conda
 
@@ -300,9 +311,14 @@ def test_sweep_search_space(sweep_job: Any) -> None:
 
 def test_sweep_limits_and_early_termination(sweep_job: Any) -> None:
     limits: Any = sweep_job.limits
-    assert 0 < limits.max_concurrent_trials <= limits.max_total_trials
+    # one trial per node of the prod cluster at a time: trials in parallel, none queued behind a busy node
+    assert limits.max_concurrent_trials == prod_cluster_nodes() == 4
+    assert limits.max_concurrent_trials < limits.max_total_trials
     assert limits.max_total_trials >= 10
     assert 0 < limits.trial_timeout <= limits.timeout
+    # every wave of concurrent trials may run to its trial timeout before the sweep's own runs out
+    waves = math.ceil(limits.max_total_trials / limits.max_concurrent_trials)
+    assert waves * limits.trial_timeout <= limits.timeout
     policy: Any = sweep_job.early_termination
     assert type(policy) in (BanditPolicy, MedianStoppingPolicy)
     assert policy.evaluation_interval >= 1
@@ -407,6 +423,18 @@ def test_load_applies_overrides_to_the_sweep_job() -> None:
     assert job.inputs["sales"].type == "uri_file"
 
 
+def test_load_applies_overrides_to_the_partition_job(tmp_path: Path) -> None:
+    job = aml.load(
+        aml.job_path("partition"), overrides={"horizon": "14", "sales": "azureml:retail-sales-by-store:2"}
+    )
+    assert input_value(job, "horizon") == 14
+    sales = input_value(job, "sales")
+    assert (sales.type, sales.path) == ("mltable", "azureml:retail-sales-by-store:2")
+    (tmp_path / "pyproject.toml").write_text("")
+    job = aml.load(aml.job_path("partition"), code=tmp_path)
+    assert Path(partition_step(job).task.code) == tmp_path.resolve()
+
+
 def test_load_rejects_bad_overrides(tmp_path: Path) -> None:
     with pytest.raises(aml.AmlError, match=r"unknown override 'horizn'.*horizon"):
         aml.load(aml.job_path("command"), overrides={"horizn": "7"})
@@ -474,3 +502,109 @@ def test_submit_fails_on_missing_workspace_before_anything_else(
     monkeypatch.setattr(aml_sdk, "MLClient", _Boom)
     with pytest.raises(aml.AmlError, match="AZUREML_WORKSPACE_NAME"):
         aml.submit(aml.job_path("command"), subscription_id="sub", resource_group="rg")
+
+
+# ------------------------------------------------------------------------------------ partitioned run
+
+
+def prod_tfvars() -> dict[str, Any]:
+    with (REPO_ROOT / "infra" / "terraform" / "prod.tfvars").open() as handle:
+        values: dict[str, Any] = unwrap(load_hcl(handle))
+    return values
+
+
+def prod_cluster_nodes() -> int:
+    """The prod training cluster's node count, the same in both infrastructure templates."""
+    bicep = json.loads((REPO_ROOT / "infra" / "bicep" / "main.parameters.prod.json").read_text())
+    nodes = int(prod_tfvars()["aml_compute_max_nodes"])
+    assert bicep["parameters"]["amlComputeMaxNodes"]["value"] == nodes
+    return nodes
+
+
+def prod_node_vcpus() -> int:
+    """vCPUs of the prod cluster's VM size: the number after the family letter (Standard_D4ds_v5: 4)."""
+    size = str(prod_tfvars()["aml_compute_vm_size"])
+    match = re.fullmatch(r"Standard_[A-Z]+(\d+)[a-z]*_v\d+", size)
+    assert match, size
+    return int(match.group(1))
+
+
+def partition_step(job: Any) -> Any:
+    (step,) = job.jobs.values()
+    return step
+
+
+def test_partition_job_is_a_pipeline_with_one_parallel_step(partition_job: Any, command_job: Any) -> None:
+    assert type(partition_job) is PipelineJob
+    step = partition_step(partition_job)
+    assert type(step) is Parallel
+    assert step.type == "parallel"
+    cluster = command_job.compute.removeprefix("azureml:")
+    assert step.compute.removeprefix("azureml:") == cluster
+    settings: Any = partition_job.settings
+    assert settings.default_compute.removeprefix("azureml:") == cluster
+    assert partition_job.experiment_name == "retail-forecast-partitioned"
+    assert partition_job.tags == {"project": "retail-forecast", "stage": "partitioned"}
+    result = partition_job._validate()
+    assert result.passed, result.error_messages
+
+
+def test_partition_job_splits_the_sales_table_by_store(partition_job: Any) -> None:
+    step = partition_step(partition_job)
+    sales = partition_job.inputs["sales"]._data
+    assert (sales.type, sales.mode) == ("mltable", "eval_mount")
+    assert step.inputs["sales"]._data == "${{parent.inputs.sales}}"
+    assert step.input_data == "${{inputs.sales}}"
+    assert step.partition_keys == ["store_id"]
+    args = dict(flag_pairs(shlex.split(step.task.program_arguments)))
+    assert args["--partition-by"] in step.partition_keys  # each mini-batch is one value of that column
+    assert not step.mini_batch_size  # partition_keys decide the mini-batches; a size would be ignored
+
+
+def test_partition_job_fills_the_cluster(partition_job: Any) -> None:
+    step = partition_step(partition_job)
+    assert step.resources.instance_count == prod_cluster_nodes()
+    threads = int(step.environment_variables["OMP_NUM_THREADS"])
+    # workers x threads = the node's vCPUs: every core busy, none oversubscribed
+    assert step.max_concurrency_per_instance * threads == prod_node_vcpus()
+    assert step.max_concurrency_per_instance >= 2
+
+
+def test_partition_job_failure_handling(partition_job: Any) -> None:
+    step = partition_step(partition_job)
+    # a failed gate or too little data is a summary row (training/partition.py); what still fails after
+    # the retries stops the run
+    assert step.mini_batch_error_threshold == 0
+    assert step.retry_settings.max_retries == 2
+    assert 0 < step.retry_settings.timeout <= 3600
+    assert step.error_threshold in (None, -1)  # only one of the two thresholds may be set
+
+
+def test_partition_job_runs_the_entry_script_on_the_uploaded_code(partition_job: Any) -> None:
+    task = partition_step(partition_job).task
+    assert task.type == "run_function"
+    code = (AML_DIR / str(task.code)).resolve()
+    assert code == REPO_ROOT
+    entry = code / task.entry_script
+    assert entry == AML_DIR / "partition_entry.py"
+    assert entry.is_file()
+    assert task.append_row_to == "${{outputs.summary}}"
+
+
+def test_partition_arguments_are_ones_the_entry_accepts(partition_job: Any, command_job: Any) -> None:
+    step = partition_step(partition_job)
+    accepted = {flag for action in settings_parser()._actions for flag in action.option_strings}
+    declared = {"inputs": set(step.inputs), "outputs": set(step.outputs), "search_space": set()}
+    for flag, value in flag_pairs(shlex.split(step.task.program_arguments)):
+        assert flag in accepted, f"partition_entry has no {flag}"
+        for group, name in PLACEHOLDER.findall(value):
+            assert name in declared[group], f"{flag} uses undeclared {group}.{name}"
+    assert set(step.outputs) == {"models", "summary"}
+    assert partition_job.outputs["models"].type == "uri_folder"
+    # the training inputs are the command job's, with the same defaults
+    for name, value in partition_job.inputs.items():
+        if name == "sales":
+            continue
+        assert step.inputs[name]._data == f"${{{{parent.inputs.{name}}}}}"
+        if name != "trials":
+            assert value._data == input_value(command_job, name), name

@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 
 from retail_forecast.training.metrics import (
+    VOLUME_BANDS,
     ForecastBlock,
+    band_of_series,
+    mean_sales,
     naive_scales,
     pinball,
     pinball_scales,
     quantile_scores,
     score,
     score_by_horizon,
+    score_by_volume,
 )
 
 
@@ -80,3 +84,46 @@ def test_quantile_scores_match_hand_computation() -> None:
     assert scores.scaled_pinball == pytest.approx((low + high) / 2)
     assert scores.coverage == pytest.approx(2 / 4)  # 5 in [4,6], 8 above 7, 4 in [4,4], 0 below 1
     assert scores.coverage_by_horizon == pytest.approx([1.0, 0.0])
+
+
+def test_volume_bands_have_equal_series_counts_slowest_first() -> None:
+    means = np.array([5.0, 0.0, 0.0, 9.0, 0.0, 1.0, 7.0, 3.0])
+    evaluated = np.array([0, 1, 2, 3, 4, 5, 6])  # series 7 has no holdout rows
+    bands = band_of_series(means, evaluated, 3)
+    # ranked 1, 2, 4 (ties in series order), 5, 0, 6, 3 -> bands of 3, 2 and 2 series
+    assert bands.tolist() == [1, 0, 0, 2, 0, 1, 2, -1]
+    # equal means (intermittent series) never leave a band empty, unlike tercile cut points
+    assert sorted(band_of_series(np.zeros(6), np.arange(6), 3).tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_mean_sales_ignores_gaps_and_is_zero_without_history() -> None:
+    history = np.array([[np.nan, 2.0, 4.0], [np.nan, np.nan, np.nan]])
+    np.testing.assert_allclose(mean_sales(history), [3.0, 0.0])
+
+
+def test_scores_by_volume_band_match_hand_computation() -> None:
+    # three series: slow (mean 1), medium (mean 5), fast (mean 20); two horizons each
+    history = np.array([[1.0, 1.0, 1.0, 1.0], [4.0, 6.0, 4.0, 6.0], [20.0, 20.0, 18.0, 22.0]])
+    series = np.array([0, 0, 1, 1, 2, 2])
+    horizon = np.array([1, 2, 1, 2, 1, 2])
+    actual = np.array([1.0, 1.0, 5.0, 5.0, 20.0, 20.0])
+    model = ForecastBlock(series, horizon, actual, np.array([2.0, 2.0, 5.0, 4.0, 21.0, 19.0]))
+    naive = ForecastBlock(series, horizon, actual, np.array([1.0, 1.0, 4.0, 6.0, 18.0, 22.0]))
+    slow, medium, fast = score_by_volume({"model": model, "seasonal_naive": naive}, history, season=2)
+    assert (slow.name, medium.name, fast.name) == VOLUME_BANDS
+    assert [b.series for b in (slow, medium, fast)] == [1, 1, 1]
+    assert slow.mean_sales == (1.0, 1.0)
+    assert fast.mean_sales == (20.0, 20.0)
+    assert [b.volume_share for b in (slow, medium, fast)] == pytest.approx([2 / 52, 10 / 52, 40 / 52])
+    assert slow.scores["model"].wape == pytest.approx(1.0)  # over-forecast by 1 on a volume of 2
+    assert slow.scores["model"].bias == pytest.approx(1.0)
+    assert medium.scores["model"].wape == pytest.approx(0.1)
+    assert medium.scores["model"].bias == pytest.approx(-0.1)
+    assert fast.scores["model"].wape == pytest.approx(0.05)
+    assert fast.scores["model"].bias == pytest.approx(0.0)
+    assert slow.scores["seasonal_naive"].wape == pytest.approx(0.0)
+    assert fast.scores["seasonal_naive"].wape == pytest.approx(0.1)
+    assert fast.scores["model"].mase == pytest.approx(0.5)  # mean abs error 1, mean abs seasonal diff 2
+    row = fast.as_dict()
+    assert row["band"] == "fast"
+    assert row["model"] == fast.scores["model"].as_dict()
