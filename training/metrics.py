@@ -188,10 +188,7 @@ def _json_number(value: float) -> float | None:
 
 def mean_sales(history: FloatArray) -> FloatArray:
     """Each series' mean observed sales in `history` ([S, T], NaN outside its span); 0 for none."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a series with no observed period
-        means: FloatArray = np.nanmean(history, axis=1)
-    return np.nan_to_num(means, nan=0.0)
+    return _row_means_or_zero(history)
 
 
 def band_of_series(means: FloatArray, series: IntArray, n_bands: int) -> IntArray:
