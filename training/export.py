@@ -89,13 +89,19 @@ def float32_thresholds(estimator: Any) -> Any:
     return rounded
 
 
+def convertible(estimator: Any) -> Any:
+    """What skl2onnx converts for a fitted model: a LightGBM one registered and with float32 thresholds."""
+    if type(estimator).__module__.startswith("lightgbm"):
+        register_lightgbm()
+        return float32_thresholds(estimator)
+    return estimator
+
+
 def to_onnx_model(estimator: Any, n_features: int, scale_index: int) -> onnx.ModelProto:
     from skl2onnx import to_onnx  # noqa: PLC0415 - training-only dependency
     from skl2onnx.common.data_types import FloatTensorType  # noqa: PLC0415
 
-    if type(estimator).__module__.startswith("lightgbm"):
-        register_lightgbm()
-        estimator = float32_thresholds(estimator)
+    estimator = convertible(estimator)
     model: onnx.ModelProto = to_onnx(
         estimator,
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
@@ -223,7 +229,7 @@ def append_quantile_outputs(
     for head, level in zip(heads, levels, strict=True):
         name = quantile_output_name(level)
         head_model = to_onnx(
-            head,
+            convertible(head),
             initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
             target_opset={"": ONNX_OPSET, "ai.onnx.ml": 3},
         )

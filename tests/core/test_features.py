@@ -75,6 +75,36 @@ def test_no_feature_reads_sales_after_the_origin(freq: Freq, periods: int, horiz
     assert checked > 0
 
 
+@pytest.mark.parametrize(("freq", "periods", "horizon"), [(Freq.DAILY, 200, 28), (Freq.WEEKLY, 120, 8)])
+def test_no_feature_reads_sales_before_the_min_history_window(freq: Freq, periods: int, horizon: int) -> None:
+    """A serving request carries only `min_history` periods: older sales must not change any feature."""
+    panel = make_panel(freq, periods)
+    spec = feat.spec_for(freq)
+    origin = periods - horizon - 1
+    first = origin - spec.min_history + 1
+    assert first > 0
+    series = np.repeat(np.arange(panel.n_series), horizon)
+    o = np.full(len(series), origin)
+    h = np.tile(np.arange(1, horizon + 1), panel.n_series)
+
+    def features(sales: np.ndarray) -> np.ndarray:
+        changed = Panel(
+            panel.freq,
+            panel.dates,
+            panel.store_ids,
+            panel.item_ids,
+            sales,
+            panel.price,
+            panel.promo,
+            panel.event,
+        )
+        return feat.build_features(changed, series, o, h)
+
+    old = panel.sales.copy()
+    old[:, :first] = np.random.default_rng(2).uniform(0, 1e6, size=old[:, :first].shape)
+    np.testing.assert_array_equal(features(old), features(panel.sales))
+
+
 def test_covariates_are_read_at_the_target_period() -> None:
     panel = make_panel(Freq.DAILY, 120)
     spec = feat.spec_for(Freq.DAILY)
