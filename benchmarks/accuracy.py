@@ -12,7 +12,8 @@ all origins; MASE averages every (series, origin) pair (training/metrics.py).
 
 The promotion gate is off here (a losing origin is measured, not refused). `--quick` (the test's mode)
 samples a few series per dataset and runs forecast train's learner alone, one search trial of few
-rounds on a small row budget: a smoke test, not a measurement.
+rounds on a small row budget and no quantile heads (no score here reads them): a smoke test, not a
+measurement.
 
     python -m benchmarks.accuracy [--quick] [--origins 3] [--trials N] [--folds 3] [--max-series N]
         [--max-rows N] [--datasets a,b] [--learners lightgbm,hist_gradient_boosting] [--json PATH]
@@ -201,6 +202,7 @@ def run_dataset(
                 gate_margin=float("-inf"),
                 max_rows=args.max_rows,
                 fixed_params={"learner": learner} | ({"max_iter": QUICK_ROUNDS} if args.quick else {}),
+                quantiles=() if args.quick else TrainConfig.quantiles,
             )
             with tempfile.TemporaryDirectory(prefix="accuracy-") as out:
                 result = train(cut, DataReport(), Path(out), config, progress=lambda _: None)
@@ -269,7 +271,8 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"the test's mode: {QUICK_SERIES} series, 1 trial of {QUICK_ROUNDS} rounds, one learner",
+        help=f"the test's mode: {QUICK_SERIES} series, 1 trial of {QUICK_ROUNDS} rounds, one learner, "
+        "no quantile heads",
     )
     parser.add_argument("--origins", type=int, default=3, help="rolling origins per dataset (>= 3)")
     parser.add_argument("--folds", type=int, default=TrainConfig.folds, help="pipeline folds, at most")

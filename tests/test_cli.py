@@ -23,6 +23,8 @@ from tests.core.test_store import write_model
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--trials", "2", "--max-rows", "40000"]
+# For tests that check neither the search nor a quantile output: one trial, no quantile heads.
+FAST_POINT = ["--trials", "1", "--max-rows", "40000", "--quantiles", "none"]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_train_weekly_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "weekly.parquet"
     synthesize_to(data, stores=3, items=10, periods=130, freq=Freq.WEEKLY, seed=4)
     out = tmp_path / "model"
-    assert main(["train", "--data", str(data), "--out", str(out), "--quantiles", "none", *FAST]) == 0
+    assert main(["train", "--data", str(data), "--out", str(out), *FAST_POINT]) == 0
     manifest = check_model_folder(out, "W", Freq.WEEKLY.default_horizon)
     assert manifest.quantiles is None
     assert manifest.min_history <= 60
@@ -90,7 +92,7 @@ def test_failed_gate_exits_non_zero_and_exports_nothing(
 ) -> None:
     out = tmp_path / "model"
     args = ["train", "--data", str(daily_sales), "--out", str(out), "--horizon", "7", "--gate-margin", "0.99"]
-    assert main([*args, *FAST]) == 3
+    assert main([*args, *FAST_POINT]) == 3
     assert "promotion gate failed" in capsys.readouterr().err
     assert not (out / "model.onnx").exists() and not (out / "manifest.json").exists()
     assert "promotion gate failed" in (out / "report.md").read_text()
@@ -120,7 +122,8 @@ def test_default_horizon_shrinks_to_fit_short_data_and_says_so(
     data = tmp_path / "short.csv"
     synthesize_to(data, stores=2, items=4, periods=140, freq=Freq.DAILY, seed=2)
     assert (
-        main(["train", "--data", str(data), "--out", str(tmp_path / "o"), *FAST, "--gate-margin", "0"]) == 0
+        main(["train", "--data", str(data), "--out", str(tmp_path / "o"), *FAST_POINT, "--gate-margin", "0"])
+        == 0
     )
     assert "the default 28 needs 168 periods with 3 folds; the data has 140, so the horizon is 21" in (
         capsys.readouterr().err
