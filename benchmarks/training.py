@@ -155,7 +155,10 @@ def main() -> int:
             for label, flags in labels:
                 run = train(label.replace(" ", "-"), series, data, work, flags)
                 runs.append(dataclasses.replace(run, label=label))
-                timings = ", ".join(f"{k} {v:.0f}s" for k, v in run.metrics["timings_seconds"].items())
+                cpu = run.metrics["cpu_seconds"]
+                timings = ", ".join(
+                    f"{k} {v:.0f}s ({cpu[k]:.0f} CPU s)" for k, v in run.metrics["timings_seconds"].items()
+                )
                 print(
                     f"  {label}: {run.seconds:.0f} s ({run.cpu_seconds:.0f} CPU s), "
                     f"peak RSS {run.peak_rss_gib:.2f} GiB, "
