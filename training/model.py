@@ -162,7 +162,26 @@ def training_threads(
     return max(cpus, 1)
 
 
-def fit(params: Params, features: npt.NDArray[np.float32], target: npt.NDArray[np.float64], seed: int) -> Any:
+def fitted_rounds(estimator: Any) -> int:
+    """The boosting rounds the fitted estimator predicts with: where early stopping left it."""
+    best = getattr(estimator, "best_iteration_", None)  # LightGBM: the best round, not the last one
+    return int(best) if best else int(getattr(estimator, "n_iter_", 0) or estimator.n_estimators)
+
+
+def fit(
+    params: Params,
+    features: npt.NDArray[np.float32],
+    target: npt.NDArray[np.float64],
+    seed: int,
+    rounds: int | None = None,
+) -> Any:
+    """Fit with early stopping on a random tenth of the rows; or, given `rounds` (an earlier fit's
+    `fitted_rounds` on the same kind of rows), exactly that many rounds on every row, with no split."""
+    if rounds is not None:
+        estimator = make_estimator({**params, "max_iter": rounds}, seed)
+        if learner_of(params) == HIST_GRADIENT_BOOSTING:
+            estimator.set_params(early_stopping=False)
+        return estimator.fit(features, target)
     estimator = make_estimator(params, seed)
     if learner_of(params) == HIST_GRADIENT_BOOSTING:
         estimator.fit(features, target)  # it holds out its own validation rows

@@ -110,16 +110,18 @@ def backtest_lines(result: TrainResult, panel: Panel) -> list[str]:
         "## Backtest",
         "",
         f"Rolling origins one horizon apart. On the search folds the model is the chosen parameters fit "
-        f"on the {result.search_rows} search rows; on the holdout, on every training row before it.",
+        f"on the {result.search_rows} search rows; on the holdout, on every training row before it. "
+        f"Search folds score a random sample of series when there are many; the holdout scores all.",
         "",
-        "| origin | fold | forecast | WAPE | MASE | bias |",
-        "|---|---|---|---:|---:|---:|",
+        "| origin | fold | series | forecast | WAPE | MASE | bias |",
+        "|---|---|---:|---|---:|---:|---:|",
     ]
     for evaluation in result.backtest:
         fold = "holdout" if evaluation is result.holdout else "search"
         origin = panel.dates[evaluation.origin].date()
+        series = len(np.unique(evaluation.block.series))
         lines += [
-            f"| {origin} | {fold} | {name} | {s.wape:.4f} | {s.mase:.4f} | {s.bias:+.4f} |"
+            f"| {origin} | {fold} | {series} | {name} | {s.wape:.4f} | {s.mase:.4f} | {s.bias:+.4f} |"
             for name, s in (
                 ("model", evaluation.model),
                 ("seasonal naive", evaluation.seasonal_naive),

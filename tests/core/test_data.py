@@ -148,3 +148,21 @@ def test_real_favorita_data_loads_with_reported_gaps(real_datasets: Path) -> Non
     christmas = panel.dates.get_loc(pd.Timestamp("2016-12-25"))
     observed = ~np.isnan(panel.sales[:, christmas])
     assert (panel.sales[observed, christmas] == 0).all()
+
+
+def test_validated_rows_come_sorted_by_store_item_and_date_and_renumbered() -> None:
+    """Keys sort as strings ("s10" before "s9"), whatever order the rows arrive in."""
+    rng = np.random.default_rng(0)
+    keys = [(store, item) for store in ("s9", "s10", "s1") for item in ("b", "a ", "c")]
+    dates = pd.date_range("2024-01-01", periods=5, freq="D")
+    rows = [(day, store, item, float(k)) for k, (store, item) in enumerate(keys) for day in dates]
+    frame = pd.DataFrame(rows, columns=["date", "store_id", "item_id", "sales"]).iloc[
+        rng.permutation(len(rows))
+    ]
+    out = validate_sales(frame)
+    assert list(out.index) == list(range(len(rows)))
+    assert list(out.columns) == ["date", "store_id", "item_id", "sales", "price", "promo", "event"]
+    expected = sorted((store, item.strip(), day) for day, store, item, _ in rows)
+    assert list(zip(out["store_id"], out["item_id"], out["date"], strict=True)) == expected
+    # each row keeps its own values
+    assert out.groupby(["store_id", "item_id"])["sales"].nunique().eq(1).all()

@@ -15,6 +15,7 @@ from retail_forecast.training.model import (
     SEARCHED_LOSSES,
     cpu_quota,
     fit,
+    fitted_rounds,
     make_estimator,
     search_plan,
     training_threads,
@@ -99,3 +100,20 @@ def test_both_learners_stop_early_on_held_out_rows(learner: str) -> None:
     rounds = estimator.n_iter_ if learner == HIST_GRADIENT_BOOSTING else estimator.best_iteration_
     assert 0 < rounds < 300 - ROUNDS_WITHOUT_IMPROVEMENT
     assert np.all(np.asarray(estimator.predict(features)) > 0)  # log links: positive forecasts
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_a_refit_runs_the_rounds_early_stopping_found_on_every_row(learner: str) -> None:
+    """The final refit reuses the holdout fit's round count: no held-out rows, no early stopping."""
+    rng = np.random.default_rng(1)
+    features = rng.uniform(size=(4000, 5)).astype(np.float32)
+    target = rng.poisson(1.0 + 4.0 * features[:, 0]).astype(np.float64)
+    params = {**DEFAULT_PARAMS[learner], "max_iter": 300}
+    rounds = fitted_rounds(fit(params, features, target, seed=0))
+    assert 0 < rounds < 300
+    refit = fit(params, features, target, seed=0, rounds=rounds)
+    assert fitted_rounds(refit) == rounds
+    if learner == HIST_GRADIENT_BOOSTING:
+        assert not refit.do_early_stopping_ and refit.n_iter_ == rounds
+    else:
+        assert refit.booster_.num_trees() == rounds and not refit.evals_result_

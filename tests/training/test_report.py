@@ -51,12 +51,14 @@ def test_backtest_lists_every_fold_for_model_and_baselines(metrics: dict[str, An
         assert folds[-1][name] == metrics[name]  # the holdout row is the holdout's scores
     rows = table_rows(section(report, "Backtest"))
     assert len(rows) == 3 * len(folds)  # the model and two baselines per fold
-    by_key = {(r[0], r[2]): r for r in rows}
+    by_key = {(r[0], r[3]): r for r in rows}
+    holdout_series = sum(band["series"] for band in metrics["volume_bands"])  # bands split the holdout's
     for fold in folds:
         row = by_key[(fold["origin"], "seasonal naive")]
         assert row[1] == ("holdout" if fold["holdout"] else "search")
-        assert float(row[3]) == pytest.approx(fold["seasonal_naive"]["wape"], abs=5e-5)
-        assert float(by_key[(fold["origin"], "model")][5]) == pytest.approx(fold["model"]["bias"], abs=5e-5)
+        assert 0 < int(row[2]) <= holdout_series if not fold["holdout"] else int(row[2]) == holdout_series
+        assert float(row[4]) == pytest.approx(fold["seasonal_naive"]["wape"], abs=5e-5)
+        assert float(by_key[(fold["origin"], "model")][6]) == pytest.approx(fold["model"]["bias"], abs=5e-5)
 
 
 def test_volume_bands_split_the_holdout(metrics: dict[str, Any], report: str, model_dir: Path) -> None:

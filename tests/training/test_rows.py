@@ -99,3 +99,16 @@ def test_rows_are_the_least_of_possible_rows_observed_sales_the_budget_and_a_lim
     # Ten times the observed sales give ten times the rows, until the budget binds.
     assert plan(10**9, 300).rows * 10 == plan(10**9, 3_000).rows
     assert rows.plan_rows(10**9, 10**8, per_row * 40_000, 43, None).rows == 40_000
+
+
+def test_search_folds_score_a_fixed_random_sample_of_series_only_when_there_are_more() -> None:
+    assert rows.sample_series(3_000, 3_000, seed=0) is None
+    picked = rows.sample_series(30_000, 3_000, seed=0)
+    assert picked is not None
+    assert len(np.unique(picked)) == len(picked) == 3_000
+    assert np.all(np.diff(picked) > 0) and picked[0] >= 0 and picked[-1] < 30_000
+    # Spread over every series, not the first ones; the same for every trial of a seed.
+    assert np.histogram(picked, bins=10, range=(0, 30_000))[0].min() > 200
+    np.testing.assert_array_equal(picked, rows.sample_series(30_000, 3_000, seed=0))
+    other = rows.sample_series(30_000, 3_000, seed=1)
+    assert other is not None and not np.array_equal(picked, other)
