@@ -36,6 +36,7 @@ from packaging.requirements import Requirement
 from retail_forecast.cli import build_parser
 from retail_forecast.core.schema import Freq
 from retail_forecast.training import aml
+from retail_forecast.training.model import DEFAULT_LEARNER, SEARCHED_LOSSES
 from retail_forecast.training.partition import settings_parser
 from tests.infra.iac import bicep_resources_of_type, bicep_template, terraform_resources, unwrap
 
@@ -306,7 +307,7 @@ def test_sweep_search_space(sweep_job: Any) -> None:
     for name, floor in (("max_leaf_nodes", 2), ("min_samples_leaf", 1), ("max_iter", 10)):
         values = choices(space[name])
         assert all(type(v) is int and v >= floor for v in values), (name, values)
-    assert set(choices(space["loss"])) == {"poisson", "squared_error"}
+    assert set(choices(space["loss"])) == set(SEARCHED_LOSSES[DEFAULT_LEARNER])
 
 
 def test_sweep_limits_and_early_termination(sweep_job: Any) -> None:

@@ -23,7 +23,7 @@ def fitted(loss: str) -> tuple[Any, np.ndarray]:
     ), features
 
 
-@pytest.mark.parametrize("loss", ["poisson", "squared_error"])
+@pytest.mark.parametrize("loss", ["poisson", "squared_error", "absolute_error"])
 def test_exported_graph_matches_sklearn_in_sales_units(loss: str) -> None:
     estimator, features = fitted(loss)
     model = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX)
@@ -46,7 +46,7 @@ def fitted_lightgbm(loss: str) -> tuple[Any, np.ndarray]:
     return fit(params, features, target, seed=0), features
 
 
-@pytest.mark.parametrize("loss", ["tweedie", "poisson", "squared_error"])
+@pytest.mark.parametrize("loss", ["absolute_error", "tweedie", "poisson", "squared_error"])
 def test_a_lightgbm_model_exports_through_onnxmltools_with_parity_and_a_golden_sample(loss: str) -> None:
     estimator, features = fitted_lightgbm(loss)
     model = export.to_onnx_model(estimator, features.shape[1], SCALE_INDEX)

@@ -8,6 +8,7 @@ import pytest
 from retail_forecast.training.model import (
     DEFAULT_LEARNER,
     DEFAULT_PARAMS,
+    DEFAULT_TWEEDIE_POWER,
     HIST_GRADIENT_BOOSTING,
     LEARNERS,
     LIGHTGBM,
@@ -75,7 +76,12 @@ def test_an_unknown_learner_or_a_loss_the_learner_lacks_is_refused() -> None:
 
 
 def test_lightgbm_gets_the_shared_parameters_under_its_own_names() -> None:
-    params = {**DEFAULT_PARAMS[LIGHTGBM], "tweedie_variance_power": 1.3, "max_leaf_nodes": 31}
+    params = {
+        **DEFAULT_PARAMS[LIGHTGBM],
+        "loss": "tweedie",
+        "tweedie_variance_power": 1.3,
+        "max_leaf_nodes": 31,
+    }
     estimator = make_estimator(params, seed=5)
     expected = {
         "objective": "tweedie",
@@ -99,7 +105,7 @@ def test_both_learners_stop_early_on_held_out_rows(learner: str) -> None:
     estimator = fit({**DEFAULT_PARAMS[learner], "max_iter": 300}, features, target, seed=0)
     rounds = estimator.n_iter_ if learner == HIST_GRADIENT_BOOSTING else estimator.best_iteration_
     assert 0 < rounds < 300 - ROUNDS_WITHOUT_IMPROVEMENT
-    assert np.all(np.asarray(estimator.predict(features)) > 0)  # log links: positive forecasts
+    assert np.all(np.asarray(estimator.predict(features)) > 0)  # Poisson(3)'s median and mean are positive
 
 
 @pytest.mark.parametrize("learner", LEARNERS)
@@ -117,3 +123,22 @@ def test_a_refit_runs_the_rounds_early_stopping_found_on_every_row(learner: str)
         assert not refit.do_early_stopping_ and refit.n_iter_ == rounds
     else:
         assert refit.booster_.num_trees() == rounds and not refit.evals_result_
+
+
+def test_a_fixed_tweedie_loss_keeps_its_default_variance_power() -> None:
+    estimator = make_estimator({**DEFAULT_PARAMS[LIGHTGBM], "loss": "tweedie"}, seed=0)
+    assert estimator.get_params()["tweedie_variance_power"] == DEFAULT_TWEEDIE_POWER
+
+
+@pytest.mark.parametrize(("loss", "center"), [(None, 3.0), ("absolute_error", 0.0), ("poisson", 3.0)])
+def test_lightgbm_forecasts_the_mean_by_default_and_the_median_with_the_absolute_error(
+    loss: str | None, center: float
+) -> None:
+    """Intermittent demand: 0 on 70 % of days, else 10. The default (tweedie) and poisson forecast the
+    mean (3), the volume sold; the absolute error finds the median (0), which WAPE prefers."""
+    rng = np.random.default_rng(0)
+    features = rng.uniform(size=(4000, 3)).astype(np.float32)
+    target = np.where(rng.random(4000) < 0.7, 0.0, 10.0)
+    params = DEFAULT_PARAMS[LIGHTGBM] if loss is None else {**DEFAULT_PARAMS[LIGHTGBM], "loss": loss}
+    predicted = np.asarray(fit(params, features, target, seed=0).predict(features))
+    assert abs(float(np.median(predicted)) - center) < 0.5
