@@ -192,7 +192,7 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        began = time.perf_counter()
         incoming = b""
         for key, value in scope["headers"]:
             if key == REQUEST_ID_HEADER:
@@ -225,7 +225,7 @@ class ObservabilityMiddleware:
             await send_with_id({"type": "http.response.start", "status": 500, "headers": headers})
             await send_with_id({"type": "http.response.body", "body": body})
         finally:
-            elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - began
             template = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"]
             counted = self._counted.get((template, method, status))

@@ -185,6 +185,24 @@ def test_metrics_report_requests_rows_and_model(client: TestClient, model_dir: P
     assert "forecast_model_load_seconds" in text
 
 
+def test_request_duration_is_the_requests_own(client: TestClient) -> None:
+    """The latency histogram and the access log time each request from its arrival (once, they timed
+    it from the clock's epoch: hours per request). The bound is the test's own time around the call."""
+    before = client.get("/metrics").text
+    started = time.perf_counter()
+    client.get("/v2/health/live")
+    outside = time.perf_counter() - started
+    after = client.get("/metrics").text
+    route = 'method="GET",route="/v2/health/live"'
+
+    def duration_sum(text: str) -> float:
+        prefix = f"forecast_http_request_duration_seconds_sum{{{route}}} "
+        lines = [line for line in text.splitlines() if line.startswith(prefix)]
+        return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+    assert 0 < duration_sum(after) - duration_sum(before) <= outside
+
+
 def test_request_id_is_echoed(client: TestClient) -> None:
     response = client.get("/v2/health/live", headers={"X-Request-ID": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
