@@ -232,6 +232,9 @@ def test_ctrl_c_while_waiting_stops_the_service(
                 return
 
     presser = threading.Thread(target=press_ctrl_c_once_the_model_failed, daemon=True)
+    # A runner started in the background (`cmd &` without job control, nohup) ignores SIGINT, and Python
+    # keeps an ignored SIGINT ignored: Ctrl-C is what this test is about, so it installs Python's own.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     presser.start()
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -239,4 +242,5 @@ def test_ctrl_c_while_waiting_stops_the_service(
     finally:
         returned.set()
         presser.join()
+        signal.signal(signal.SIGINT, previous)
     assert _gone(_pid(capsys.readouterr().out))

@@ -82,7 +82,10 @@ def test_the_batch_cronjob_follows_the_active_version_and_reports_its_runs(
 
         # A promotion: the CronJob follows once version 2 is active, not while it is a preview.
         cluster.patch_spec({"model": {"version": "2"}})
-        wait_until(lambda: cluster.read("apps/v1", "Deployment", "demand-green"), what="demand-green")
+        # The operator resolves and verifies version 2 in the store first: on a loaded CI box over 30 s once.
+        wait_until(
+            lambda: cluster.read("apps/v1", "Deployment", "demand-green"), timeout=90, what="demand-green"
+        )
         # The status is written after every child of that reconcile: the CronJob stayed on version 1.
         wait_until(lambda: fm_status(cluster).get("previewVersion") == "2", what="the preview of 2")
         assert pinned(cluster) == ("1", store.sha["1"])
