@@ -57,7 +57,14 @@ def failures(operator: Operator) -> list[dict[str, Any]]:
 
 
 def warnings(cluster: Cluster) -> list[dict[str, Any]]:
-    return [e for e in cluster.client.list("v1", "Event", cluster.namespace) if e["type"] == "Warning"]
+    """Warning Events the operator posted about the ForecastModel. The HPA controller's own Warnings
+    (this control plane has no metrics API: FailedGetResourceMetric, once its 15 s sync gets to the HPA)
+    are the cluster's, not something the operator showed."""
+    return [
+        e
+        for e in cluster.client.list("v1", "Event", cluster.namespace)
+        if e["type"] == "Warning" and e["involvedObject"]["kind"] == res.KIND
+    ]
 
 
 def reconciled(cluster: Cluster) -> dict[str, Any]:
