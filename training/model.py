@@ -201,9 +201,17 @@ def fit(
     if learner_of(params) == HIST_GRADIENT_BOOSTING:
         estimator.fit(features, target)  # it holds out its own validation rows
         return estimator
+    held_out = np.random.default_rng(seed).random(len(target)) < VALIDATION_FRACTION
+    return fit_lightgbm_early_stopping(estimator, features, target, held_out)
+
+
+def fit_lightgbm_early_stopping(
+    estimator: Any, features: npt.NDArray[np.float32], target: npt.NDArray[np.float64], held_out: Any
+) -> Any:
+    """Fit a LightGBM estimator on the rows not `held_out`, stopping once the held-out rows stop
+    improving (the point model and the quantile heads alike)."""
     import lightgbm  # noqa: PLC0415 - training-only dependency
 
-    held_out = np.random.default_rng(seed).random(len(target)) < VALIDATION_FRACTION
     estimator.fit(
         features[~held_out],
         target[~held_out],

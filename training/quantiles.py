@@ -35,8 +35,8 @@ import numpy.typing as npt
 
 from retail_forecast.training.metrics import ForecastBlock, QuantileScores, quantile_scores
 from retail_forecast.training.model import (
-    ROUNDS_WITHOUT_IMPROVEMENT,
     VALIDATION_FRACTION,
+    fit_lightgbm_early_stopping,
     training_threads,
 )
 
@@ -94,14 +94,7 @@ def fit_heads(
             n_jobs=training_threads(),
             verbose=-1,
         )
-        head.fit(
-            features[~held_out],
-            untied[~held_out],
-            eval_X=(features[held_out],),
-            eval_y=(untied[held_out],),
-            callbacks=[lightgbm.early_stopping(ROUNDS_WITHOUT_IMPROVEMENT, verbose=False)],
-        )
-        heads.append(head)
+        heads.append(fit_lightgbm_early_stopping(head, features, untied, held_out))
     return heads
 
 
