@@ -71,6 +71,10 @@ def test_train_daily_beats_seasonal_naive(
     scores = json.loads((out / "metrics.json").read_text())["quantiles"]
     assert scores["scaled_pinball"] < 0.9 * scores["point_scaled_pinball"]  # the heads add information
     assert 0.6 < scores["coverage"] < 0.97 and len(scores["coverage_by_horizon"]) == 14
+    assert 0 < scores["open_coverage"] <= scores["coverage"]
+    assert list(scores["share_below"]) == list(scores["share_at_or_below"]) == ["0.1", "0.5", "0.9"]
+    assert all(scores["share_below"][q] <= scores["share_at_or_below"][q] for q in scores["share_below"])
+    assert "| share strictly below | share at or below | calibrated |" in (out / "report.md").read_text()
     printed = capsys.readouterr().out
     assert "| model |" in printed and "promotion gate passed" in printed
 

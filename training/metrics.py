@@ -113,12 +113,24 @@ def pinball(actual: FloatArray, predicted: FloatArray, level: float) -> FloatArr
 @dataclass(frozen=True)
 class QuantileScores:
     """Holdout scores of quantile forecasts; `coverage` is the share of actuals within the interval
-    between the lowest and the highest level (both ends included)."""
+    between the lowest and the highest level (both ends included), `open_coverage` without its ends.
+
+    On count data many actuals tie with a forecast (every zero sale at a P10 of 0), so the shares at and
+    strictly below a level-tau forecast differ; the forecast is calibrated when `share_below[tau] <= tau
+    <= share_at_or_below[tau]`, and the interval's true coverage lies between its open and closed share.
+    """
 
     scaled_pinball: float
     pinball_by_level: dict[float, float]
     coverage: float
     coverage_by_horizon: list[float]
+    open_coverage: float
+    share_below: dict[float, float]
+    share_at_or_below: dict[float, float]
+
+    def calibrated(self, level: float, tolerance: float = 0.0) -> bool:
+        """Whether the level's forecasts straddle it: below <= level <= at or below (within tolerance)."""
+        return self.share_below[level] - tolerance <= level <= self.share_at_or_below[level] + tolerance
 
 
 def scaled_pinball(
@@ -142,15 +154,23 @@ def quantile_scores(
         for k, level in enumerate(levels)
     }
     inside = (block.actual >= quantiles[:, 0]) & (block.actual <= quantiles[:, -1])
+    strictly_inside = (block.actual > quantiles[:, 0]) & (block.actual < quantiles[:, -1])
 
     def share(mask: npt.NDArray[np.bool_]) -> float:
         return float(inside[mask].mean()) if mask.any() else float("nan")
 
+    def mean(values: npt.NDArray[np.bool_]) -> float:
+        return float(values.mean()) if len(values) else float("nan")
+
+    actual = block.actual[:, None]
     return QuantileScores(
         scaled_pinball=float(np.mean(list(by_level.values()))),
         pinball_by_level=by_level,
         coverage=share(np.ones(len(inside), dtype=bool)),
         coverage_by_horizon=[share(block.horizon == h) for h in range(1, horizon + 1)],
+        open_coverage=mean(strictly_inside),
+        share_below=dict(zip(levels, (mean(c) for c in (actual < quantiles).T), strict=True)),
+        share_at_or_below=dict(zip(levels, (mean(c) for c in (actual <= quantiles).T), strict=True)),
     )
 
 

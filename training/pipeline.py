@@ -426,7 +426,8 @@ def _train(
             f"quantiles: {', '.join(quantile_output_name(q) for q in levels)} on "
             f"{min(quantile_rows, len(dataset.series))} rows in {timings['quantiles_holdout']:.1f}s; holdout "
             f"scaled pinball {q_scores.scaled_pinball:.4f}, coverage of [{levels[0]:g}, {levels[-1]:g}] "
-            f"{q_scores.coverage:.3f} (nominal {levels[-1] - levels[0]:.2f})"
+            f"{q_scores.coverage:.3f}, {q_scores.open_coverage:.3f} without its ends "
+            f"(nominal {levels[-1] - levels[0]:.2f})"
         )
 
     gate_passed, gate_message = promotion_gate(holdout_eval, config.gate_margin)
@@ -702,6 +703,11 @@ def _write_metrics(result: TrainResult, horizon: int, panel: Panel, data_report:
         else {
             **_manifest_quantile_scores(result.quantiles).model_dump(),
             "point_scaled_pinball": _finite(result.quantiles.point_scores.scaled_pinball),
+            "open_coverage": _finite(result.quantiles.scores.open_coverage),
+            "share_below": {f"{q:g}": _finite(v) for q, v in result.quantiles.scores.share_below.items()},
+            "share_at_or_below": {
+                f"{q:g}": _finite(v) for q, v in result.quantiles.scores.share_at_or_below.items()
+            },
             "parity": None if result.quantile_parity is None else vars(result.quantile_parity),
         },
         "rows": {

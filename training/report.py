@@ -194,23 +194,31 @@ def quantile_lines(result: TrainResult) -> list[str]:
         return []
     _plot_calibration(result)
     scores, levels = quantiles.scores, quantiles.levels
-    actual = result.holdout.block.actual
     nominal = levels[-1] - levels[0]
+    rows = len(result.holdout.block.actual)
+    calibrated = {
+        level: "yes" if scores.calibrated(level, 2 * np.sqrt(level * (1 - level) / rows)) else "no"
+        for level in levels
+    }
     lines = [
         "## Quantile forecasts",
         "",
         f"Holdout scaled pinball loss (M5 Uncertainty, mean over levels) {scores.scaled_pinball:.4f} "
         f"(the point forecast as every quantile: {quantiles.point_scores.scaled_pinball:.4f}); "
         f"coverage of the interval [{levels[0]:g}, {levels[-1]:g}]: {scores.coverage:.3f} "
-        f"(nominal {nominal:.2f}).",
+        f"(nominal {nominal:.2f}), {scores.open_coverage:.3f} without its ends.",
         "",
-        "| level | scaled pinball | share of actuals at or below |",
-        "|---:|---:|---:|",
+        "Sales are counts, so actuals tie with forecasts (every zero at a forecast of 0): a level is "
+        "calibrated when the share strictly below its forecasts is at most the level and the share at or "
+        "below at least the level (here within two binomial standard errors of the holdout's "
+        f"{rows} rows), and the interval's coverage then lies between its two figures above.",
+        "",
+        "| level | scaled pinball | share strictly below | share at or below | calibrated |",
+        "|---:|---:|---:|---:|:---:|",
         *[
-            f"| {level:g} | {scores.pinball_by_level[level]:.4f} | {below:.3f} |"
-            for level, below in zip(
-                levels, (actual[:, None] <= quantiles.forecasts).mean(axis=0), strict=True
-            )
+            f"| {level:g} | {scores.pinball_by_level[level]:.4f} | {scores.share_below[level]:.3f} "
+            f"| {scores.share_at_or_below[level]:.3f} | {calibrated[level]} |"
+            for level in levels
         ],
         "",
         "| horizon | coverage |",

@@ -84,6 +84,24 @@ def test_quantile_scores_match_hand_computation() -> None:
     assert scores.scaled_pinball == pytest.approx((low + high) / 2)
     assert scores.coverage == pytest.approx(2 / 4)  # 5 in [4,6], 8 above 7, 4 in [4,4], 0 below 1
     assert scores.coverage_by_horizon == pytest.approx([1.0, 0.0])
+    assert scores.open_coverage == pytest.approx(1 / 4)  # only 5 in (4,6): 4 sits on both ends of [4,4]
+    assert scores.share_below == pytest.approx({0.2: 1 / 4, 0.8: 2 / 4})  # 0 < 1; 5 < 6, 0 < 3
+    assert scores.share_at_or_below == pytest.approx({0.2: 2 / 4, 0.8: 3 / 4})
+
+
+def test_a_count_forecast_is_calibrated_when_its_level_falls_within_the_ties() -> None:
+    """60 % zeros and a P10 of 0: 60 % at or below it, none strictly below, so 0.1 is straddled (a
+    calibrated P10 of count data) although the closed interval covers more than its nominal 80 %."""
+    actual = np.array([0.0] * 6 + [1.0, 2.0, 3.0, 9.0])
+    block = ForecastBlock(np.zeros(10, dtype=np.int64), np.ones(10, dtype=np.int64), actual, np.zeros(10))
+    quantiles = np.column_stack([np.zeros(10), np.full(10, 3.0)])  # P10 0, P90 3
+    scores = quantile_scores(block, quantiles, (0.1, 0.9), np.ones(1), horizon=1)
+    assert scores.coverage == pytest.approx(0.9)
+    assert scores.open_coverage == pytest.approx(0.2)
+    assert scores.calibrated(0.1) and scores.calibrated(0.9)  # 0 <= 0.1 <= 0.6; 0.8 <= 0.9 <= 0.9
+    shifted = quantile_scores(block, quantiles + 1.0, (0.1, 0.9), np.ones(1), horizon=1)
+    assert not shifted.calibrated(0.1)  # 60 % strictly below a P10 of 1
+    assert shifted.calibrated(0.1, tolerance=0.5)
 
 
 def test_volume_bands_have_equal_series_counts_slowest_first() -> None:
