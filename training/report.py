@@ -229,7 +229,7 @@ def quantile_lines(result: TrainResult) -> list[str]:
         "",
     ]
     if result.quantile_parity is not None:
-        lines[3:3] = [
+        lines[4:4] = [
             f"ONNX parity of the quantile outputs: max abs diff {result.quantile_parity.max_abs_diff:.2e} "
             f"over {result.quantile_parity.rows} rows.",
             "",
