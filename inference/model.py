@@ -14,11 +14,15 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from retail_forecast.core.features import schema_mismatch
 from retail_forecast.core.manifest import MODEL_FILE, Manifest
+from retail_forecast.core.schema import Freq
 
 
 class SelfCheckError(RuntimeError):
-    """The model does not reproduce its manifest's golden sample: it must never serve traffic."""
+    """The model cannot be trusted with this code's feature rows (its golden sample is not reproduced,
+    its graph is not what the manifest describes, or it was trained on other features): it must never
+    serve traffic."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,14 @@ class LoadedModel:
 
 
 def load_model(model_dir: Path, intra_op_threads: int = 1) -> LoadedModel:
-    """Verify the bytes against the manifest, then create the session once."""
+    """Verify the bytes against the manifest and its feature schema against this code's, then create
+    the session once. Every scoring path (service, `forecast predict`, the batch job) loads here."""
     started = time.perf_counter()
     manifest = Manifest.load(model_dir)
     manifest.verify_model_file(model_dir)
+    mismatch = schema_mismatch(Freq(manifest.freq), manifest.features.spec_version, manifest.features.names)
+    if mismatch is not None:
+        raise SelfCheckError(f"{manifest.name} {manifest.version}: {mismatch}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1

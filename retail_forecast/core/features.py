@@ -8,6 +8,7 @@ model serves series of any volume; the exported ONNX graph multiplies its output
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -93,6 +94,31 @@ SPECS: Final = {
 
 def spec_for(freq: Freq) -> FeatureSpec:
     return SPECS[freq]
+
+
+def schema_mismatch(freq: Freq, spec_version: str, names: Sequence[str]) -> str | None:
+    """Why a model trained on feature schema (`spec_version`, `names`) cannot be fed the rows this code
+    builds, or None when it can. A model sees only numbers: an old model under new features fails on
+    width or, worse, forecasts garbage at the same width, and its golden sample (stored rows) passes."""
+    computed = spec_for(freq).names
+    if spec_version == SPEC_VERSION and list(names) == computed:
+        return None
+    differing = next(
+        (i for i, (theirs, ours) in enumerate(zip(names, computed, strict=False)) if theirs != ours),
+        min(len(names), len(computed)),
+    )
+    theirs = repr(names[differing]) if differing < len(names) else "nothing"
+    ours = repr(computed[differing]) if differing < len(computed) else "nothing"
+    detail = (
+        f"feature {differing} is {theirs} in the model, {ours} here"
+        if (theirs, ours) != ("nothing", "nothing")
+        else "the same feature names"
+    )
+    return (
+        f"model built with feature spec {spec_version}, this code computes {SPEC_VERSION} "
+        f"({len(names)} vs {len(computed)} features; {detail}): "
+        "run it with an image of the release that trained it"
+    )
 
 
 def same_phase_offset(horizon: IntArray, season: int, seasons_back: int = 1) -> IntArray:

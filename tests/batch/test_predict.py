@@ -21,6 +21,7 @@ from retail_forecast.inference.app import create_app
 from retail_forecast.inference.model import load_model
 from tests.batch.runs import ORIGIN, forecast_run, sales
 from tests.inference.conftest import wait_ready
+from tests.inference.test_model import copy_with_manifest, with_a_renamed_feature
 
 
 def history_points(rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -185,3 +186,17 @@ def test_predict_and_evaluate_commands_with_the_store_and_output_in_azure(
     assert main([*evaluate, "--fail-above", "0.01"]) == EXIT_ACCURACY
     assert "live WAPE above 0.01: 7 " in capsys.readouterr().err
     assert main([*evaluate, "--fail-above", "5"]) == 0
+
+
+def test_predict_refuses_a_model_trained_on_other_features(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The batch job runs this command: a clear error (its pod's termination message), nothing written."""
+    renamed = copy_with_manifest(model_dir, tmp_path / "model", with_a_renamed_feature)
+    data = tmp_path / "sales.parquet"
+    sales(data)
+    out = tmp_path / "run.parquet"
+    args = ["predict", "--data", str(data), "--model-dir", str(renamed), "--out", str(out), "--no-progress"]
+    assert main(args) == EXIT_STORE
+    assert "feature 5 is 'lag_renamed' in the model" in capsys.readouterr().err
+    assert not out.exists()

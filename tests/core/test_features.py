@@ -187,3 +187,38 @@ def test_late_starting_series_has_no_valid_origin_before_min_history() -> None:
     valid = feat.valid_origins(panel, spec)
     assert np.flatnonzero(valid[0])[0] == spec.min_history - 1
     assert np.flatnonzero(valid[1])[0] == 30 + spec.min_history - 1
+
+
+@pytest.mark.parametrize("freq", list(Freq))
+def test_the_schema_this_code_computes_is_compatible(freq: Freq) -> None:
+    assert feat.schema_mismatch(freq, feat.SPEC_VERSION, feat.spec_for(freq).names) is None
+
+
+def test_another_spec_version_is_refused_naming_both_versions() -> None:
+    names = feat.spec_for(Freq.DAILY).names
+    message = feat.schema_mismatch(Freq.DAILY, "fs0", names)
+    assert message is not None
+    assert f"model built with feature spec fs0, this code computes {feat.SPEC_VERSION} " in message
+    assert "the same feature names" in message and "image of the release that trained it" in message
+
+
+def test_a_renamed_feature_under_the_same_version_is_refused_naming_it() -> None:
+    names = feat.spec_for(Freq.WEEKLY).names
+    renamed = [*names[:3], "lag_renamed", *names[4:]]
+    message = feat.schema_mismatch(Freq.WEEKLY, feat.SPEC_VERSION, renamed)
+    assert message is not None
+    assert f"feature 3 is 'lag_renamed' in the model, {names[3]!r} here" in message
+
+
+def test_a_missing_or_extra_trailing_feature_is_refused() -> None:
+    names = feat.spec_for(Freq.DAILY).names
+    shorter = feat.schema_mismatch(Freq.DAILY, feat.SPEC_VERSION, names[:-1])
+    assert shorter is not None
+    assert f"({len(names) - 1} vs {len(names)} features; feature {len(names) - 1} is nothing" in shorter
+    longer = feat.schema_mismatch(Freq.DAILY, feat.SPEC_VERSION, [*names, "extra"])
+    assert longer is not None and f"feature {len(names)} is 'extra' in the model, nothing here" in longer
+
+
+def test_daily_features_are_not_the_weekly_schema() -> None:
+    """The schema is the frequency's: a daily model's names are not what a weekly forecast computes."""
+    assert feat.schema_mismatch(Freq.WEEKLY, feat.SPEC_VERSION, feat.spec_for(Freq.DAILY).names) is not None

@@ -23,6 +23,7 @@ from retail_forecast.inference.observability import JsonFormatter
 
 from .conftest import wait_ready
 from .live import forecast_series
+from .test_model import copy_with_manifest, with_other_spec_version
 
 
 def infer_body(rows: list[list[float]], name: str = "features") -> dict[str, object]:
@@ -225,6 +226,26 @@ def test_a_model_failing_its_self_check_never_becomes_ready(model_dir: Path, tmp
         assert "golden sample row 0" in ready.json()["reason"]
         assert test_client.get("/v2/health/live").status_code == 200
         assert test_client.post("/v2/models/demand/infer", json={}).status_code == 503
+
+
+def test_a_model_trained_on_other_features_never_becomes_ready(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rollback to an old model in a new image: not ready, and the probe's answer and the log say why;
+    V2's raw rows are refused too (readiness is all or nothing, and no client's rows can be vouched for)."""
+    older = copy_with_manifest(model_dir, tmp_path, with_other_spec_version)
+    with caplog.at_level(logging.ERROR), TestClient(create_app(older)) as test_client:
+        for _ in range(400):
+            if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
+                break
+            time.sleep(0.025)
+        ready = test_client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert "model built with feature spec fs0, this code computes" in ready.json()["reason"]
+        assert test_client.post("/v2/models/demand/infer", json={}).status_code == 503
+        assert test_client.post("/v1/forecast", json={}).status_code == 503
+    logged = [r for r in caplog.records if r.getMessage() == "model self-check failed"]
+    assert "feature spec fs0" in logged[0].fields["error"]  # type: ignore[attr-defined]
 
 
 def test_tampered_model_bytes_are_refused_at_load(model_dir: Path, tmp_path: Path) -> None:

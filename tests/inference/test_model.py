@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retail_forecast.core import features as feat
+from retail_forecast.core.schema import Freq
 from retail_forecast.inference.model import SelfCheckError, load_model
 
 
@@ -62,4 +64,32 @@ def test_outputs_the_manifest_does_not_name_are_refused(model_dir: Path, tmp_pat
 
     renamed = copy_with_manifest(model_dir, tmp_path / "b", rename)
     with pytest.raises(SelfCheckError, match=r"plus \['q0.2', 'q0.5', 'q0.9'\]"):
+        load_model(renamed)
+
+
+def with_other_spec_version(manifest: dict[str, dict[str, object]]) -> None:
+    manifest["features"]["spec_version"] = "fs0"
+
+
+def with_a_renamed_feature(manifest: dict[str, dict[str, object]]) -> None:
+    """The same version and width, one feature named otherwise (in the drift reference too, so the
+    manifest stays valid): the golden sample still replays, only the schema check can tell."""
+    names: list[str] = manifest["features"]["names"]  # type: ignore[assignment]
+    old, names[5] = names[5], "lag_renamed"
+    for reference in manifest.get("drift_reference", {}).get("features", []):  # type: ignore[attr-defined]
+        if reference["name"] == old:
+            reference["name"] = "lag_renamed"
+
+
+def test_a_model_trained_on_other_features_is_refused_at_load(model_dir: Path, tmp_path: Path) -> None:
+    older = copy_with_manifest(model_dir, tmp_path / "a", with_other_spec_version)
+    with pytest.raises(
+        SelfCheckError,
+        match=rf"^demand 7: model built with feature spec fs0, this code "
+        rf"computes {feat.SPEC_VERSION} .*image of the release that trained it$",
+    ):
+        load_model(older)
+    renamed = copy_with_manifest(model_dir, tmp_path / "b", with_a_renamed_feature)
+    expected = feat.spec_for(Freq.DAILY).names[5]
+    with pytest.raises(SelfCheckError, match=rf"feature 5 is 'lag_renamed' in the model, '{expected}' here"):
         load_model(renamed)
