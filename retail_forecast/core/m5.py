@@ -7,9 +7,10 @@ Walmart week `wm_yr_wk` and the day's events) and `sell_prices.csv` (weekly shel
 Conversion: the day columns become rows dated via the calendar; the price is the store-item's price of
 that Walmart week; days before an item's first price are dropped (M5 records zeros before an item is
 launched, and those are not real zero demand); a gap in prices after launch carries the last price
-forward; `promo` is 0 (M5 has none, and SNAP days are not promotions); `event` is `event_name_1`, joined
-with `event_name_2` by "|" when a day has two, "" when none. Sales are passed through unchanged (the
-schema validator, not the loader, clips and counts returns).
+forward; `promo` is 0 (M5 has none; SNAP days are not promotions, fall on fixed days of the month per
+state, which the day-of-month feature carries, and did not help as `promo`: README); `event` is
+`event_name_1`, joined with `event_name_2` by "|" when a day has two, "" when none. Sales are passed
+through unchanged (the schema validator, not the loader, clips and counts returns).
 """
 
 from __future__ import annotations
