@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = ("favorita", "m5-10-series", "m5-70-series")
 STATISTICAL = ("ETS", "Theta")
@@ -52,3 +54,23 @@ def test_the_accuracy_benchmark_scores_every_real_dataset_against_every_baseline
     assert favorita[PIPELINE]["wape"] < favorita["seasonal naive"]["wape"]
     for method in (*STATISTICAL, PIPELINE):
         assert favorita[method]["wape"] < favorita["moving average"]["wape"], method
+
+
+def test_methods_trained_per_seed_are_reported_as_their_mean_with_each_seed_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO))  # benchmarks/ is run from the repository root, not installed
+    from benchmarks.accuracy import mean_over_seeds, seeded  # noqa: PLC0415
+    from retail_forecast.training.metrics import Scores  # noqa: PLC0415
+
+    naive = Scores(wape=1.0, mase=1.0, rmsse=1.0, bias=0.0)
+    runs = {
+        "seasonal naive": naive,
+        seeded(PIPELINE, 0): Scores(wape=0.8, mase=0.9, rmsse=0.7, bias=-0.2),
+        seeded(PIPELINE, 2): Scores(wape=0.6, mase=0.7, rmsse=0.5, bias=0.0),
+    }
+    scores, wapes = mean_over_seeds(runs, [0, 2])
+    assert scores["seasonal naive"] == naive
+    assert scores[PIPELINE].wape == pytest.approx(0.7) and scores[PIPELINE].bias == pytest.approx(-0.1)
+    assert set(scores) == {"seasonal naive", PIPELINE}
+    assert wapes == {PIPELINE: [0.8, 0.6]}
