@@ -11,6 +11,7 @@ size now buys. (300 series have 205,373 observed sales, fewer than 300,000: ther
 fewer rows and both runs train the same model.)
 
     python benchmarks/training.py [--sizes 300,3000,30000] [--old-cap] [--trials 8] [--keep DIR]
+        [--learner NAME] [--quantiles LEVELS|none]
 
 Targets (issue #11): 30,000 series × 730 days within 15 minutes and 8 GiB peak RSS; the time target is
 judged on CPU time (the machine is shared). Nothing here asserts timings: it prints them, per stage too
@@ -127,6 +128,7 @@ def main() -> int:
     parser.add_argument("--old-cap", action="store_true", help="also train sizes <= 3,000 on 300,000 rows")
     parser.add_argument("--trials", type=int, default=8, help="search trials per run (forecast's default)")
     parser.add_argument("--learner", help="forecast train --learner (default: its own)")
+    parser.add_argument("--quantiles", help="forecast train --quantiles, e.g. 'none' (default: its own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep data, models and logs")
     args = parser.parse_args()
@@ -150,6 +152,7 @@ def main() -> int:
             data = synthesize(series, work, args.seed)
             extra = ["--trials", str(args.trials), "--seed", str(args.seed)]
             extra += ["--learner", args.learner] if args.learner else []
+            extra += ["--quantiles", args.quantiles] if args.quantiles else []
             labels = [(f"{series} rule", extra)]
             if args.old_cap and series <= 3_000:
                 labels.append((f"{series} 300k cap", [*extra, *OLD_CAP]))

@@ -271,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=7,
         help="periods held back from training, then forecast and compared (at most the model's horizon)",
     )
+    demo.add_argument(
+        "--quantiles",
+        type=_quantile_levels,
+        default=None,
+        help="forecast train --quantiles for the demo's model (default: train's; 'none': point only)",
+    )
     demo.add_argument("--port", type=int, default=0, help="the service's loopback port (default: a free one)")
     demo.add_argument(
         "--ready-timeout", type=float, default=None, help="seconds to wait for the service (default 120)"
@@ -581,6 +587,7 @@ def _demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             series=args.series,
             horizon=args.horizon,
+            quantiles=args.quantiles,
             port=args.port,
             ready_timeout=args.ready_timeout,
         )

@@ -74,8 +74,12 @@ def run(
     horizon: int,
     port: int,
     ready_timeout: float | None,
+    quantiles: tuple[float, ...] | None = None,
 ) -> int:
-    """All five steps, each the command a user would run; the exit code of the first that fails, else 0."""
+    """All five steps, each the command a user would run; the exit code of the first that fails, else 0.
+
+    `quantiles`: the levels the model also forecasts (None: `forecast train`'s default; () for none).
+    """
     from retail_forecast.cli import main as forecast  # noqa: PLC0415 - the CLI imports this module
 
     if horizon > freq.default_horizon:  # checked before training, which takes minutes
@@ -99,7 +103,10 @@ def run(
     # Each run trains afresh into model/ and publishes a new version next to the older ones.
     shutil.rmtree(model_dir, ignore_errors=True)
     train = ["train", "--data", str(train_path), "--out", str(model_dir)]
-    code = forecast([*train, "--trials", str(trials), "--seed", str(seed)])
+    train += ["--trials", str(trials), "--seed", str(seed)]
+    if quantiles is not None:
+        train += ["--quantiles", ",".join(map(str, quantiles)) or "none"]
+    code = forecast(train)
     if code:
         return code
     manifest = Manifest.load(model_dir)

@@ -571,7 +571,8 @@ def apply_crds(client: Client, crds: Iterable[Mapping[str, Any]]) -> None:
 
         def established(name: str = name) -> bool:
             found = client.read("apiextensions.k8s.io/v1", "CustomResourceDefinition", name) or {}
-            conditions = found.get("status", {}).get("conditions", [])
+            # A fresh CRD's status has `"conditions": null` (no omitempty) until the API server sets them.
+            conditions = found.get("status", {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
         wait_until(established, what=f"CRD {name} Established")

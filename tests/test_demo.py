@@ -62,7 +62,9 @@ def test_demo_serves_the_published_version_and_prints_its_forecasts_next_to_the_
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
+    # Point forecasts only: the demo prints no quantile (tests/test_cli.py trains and checks them).
     args = ["--out", str(out), "--stores", "2", "--items", "5", "--freq", "W", "--trials", "1"]
+    args += ["--quantiles", "none"]
     assert main(["demo", *args, "--horizon", str(SHOWN)]) == 0
     printed = capsys.readouterr().out
     for number, title in enumerate(["synthesising", "training", "publishing", "serving", "asking"], 1):
@@ -72,6 +74,7 @@ def test_demo_serves_the_published_version_and_prints_its_forecasts_next_to_the_
     store = open_store(f"file://{out / 'store'}")
     (version,) = store.versions("demand")
     manifest = store.fetch("demand", version, tmp_path / "fetched")
+    assert manifest.quantiles is None  # --quantiles none reached `forecast train`
     assert f"--model-uri file://{out / 'store'} --name demand --version {version}" in printed
     # Training never saw the forecast window.
     sales = read_sales(out / "sales.parquet")

@@ -24,6 +24,7 @@ import kubernetes.dynamic.exceptions
 import pytest
 
 from retail_forecast import demo_cluster as dc
+from retail_forecast.core.manifest import Manifest
 from retail_forecast.core.store import open_store
 from retail_forecast.operator import resources as res
 from tests.azurite import Azurite
@@ -374,6 +375,8 @@ def test_the_demo_rolls_out_version_2_and_delete_removes_what_it_made(
         env.setenv("AZURE_STORAGE_CONNECTION_STRING", kubelet.azurite.connection_string)
         assert open_store(dc.store_uri(ns)).versions(dc.MODEL) == list(dc.VERSIONS)
     assert (models / "request.json").is_file()
+    # Point models: the rollout is the subject, no quantile head is fitted for it.
+    assert all(Manifest.load(models / f"model-{version}").quantiles is None for version in dc.VERSIONS)
     kubelet.stop()
 
     deleted = subprocess.run(

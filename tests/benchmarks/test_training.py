@@ -3,6 +3,7 @@ training-at-scale table; no timing is asserted."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_training_benchmark_reports_time_memory_and_accuracy(tmp_path: Path) -> None:
     command = [sys.executable, str(REPO / "benchmarks" / "training.py"), "--sizes", "30", "--old-cap"]
-    command += ["--trials", "1", "--keep", str(tmp_path)]
+    # No quantile heads: nothing here reads them (tests/test_cli.py trains and checks them).
+    command += ["--trials", "1", "--quantiles", "none", "--keep", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -32,6 +34,7 @@ def test_the_training_benchmark_reports_time_memory_and_accuracy(tmp_path: Path)
     # 30 series have fewer observed sales than either limit: one training row per observed sale.
     metrics = (tmp_path / "model-30-rule" / "metrics.json").read_text()
     assert f'"drawn": {int(rule["train"].replace(",", ""))}' in metrics
+    assert json.loads(metrics)["quantiles"] is None  # --quantiles none reached `forecast train`
     assert int(rule["train"].replace(",", "")) < int(rule["possible"].replace(",", ""))
     # A Python process that imported scikit-learn and trained: more than 50 MiB, far less than the host.
     assert 0.05 < float(rule["rss"]) < 8.0

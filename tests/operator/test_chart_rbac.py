@@ -27,7 +27,7 @@ from tests.controlplane import (
     make_deployment_available,
     wait_until,
 )
-from tests.operator.conftest import Store
+from tests.operator.conftest import Store, namespaces_gone
 from tests.operator.process import OperatorProcess
 from tests.operator.runs import finish_run, run_from_the_cronjob, summary_of
 
@@ -164,6 +164,8 @@ def test_the_chart_grants_exactly_what_the_operator_uses(
             create_namespace(admin, NAMESPACE)
         create_namespace(admin, namespace)
         admin.apply(objects)
+        if "watchNamespaces" not in values:
+            namespaces_gone(admin)
         kubeconfig = control_plane.token_kubeconfig(tmp_path / "kubeconfig", NAMESPACE, name)
         user = f"system:serviceaccount:{NAMESPACE}:{name}"
         operator = OperatorProcess(
