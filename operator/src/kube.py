@@ -135,6 +135,7 @@ class Kube:
         self._cache = Path(tempfile.gettempdir()) / f"forecast-operator-discovery-{uuid.uuid4().hex}.json"
         self._dynamic: kubernetes.dynamic.DynamicClient | None = None
         self._discovery = threading.Lock()
+        self._closed = False
 
     def _resource(self, group: str, version: str, plural: str) -> Any:
         """The dynamic client's view of a resource, discovered by one thread while the others wait.
@@ -171,9 +172,15 @@ class Kube:
                 raise ApiError(NO_ANSWER, type(exc).__name__, str(exc)[:300], request) from None
             return found.to_dict() if hasattr(found, "to_dict") else found
 
+        if self._closed:
+            # The operator is stopping: kopf runs the cleanup handler (which closes this client) before
+            # it cancels the reconciles still running. Theirs are cancelled now, not failed with "cannot
+            # schedule new futures after shutdown" half-way through a reconcile.
+            raise asyncio.CancelledError(f"{request}: the operator is stopping")
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def close(self) -> None:
+        self._closed = True
         await asyncio.get_running_loop().run_in_executor(self._threads, self._api.close)
         self._threads.shutdown()
         self._cache.unlink(missing_ok=True)

@@ -43,3 +43,22 @@ def test_concurrent_first_calls_share_one_discovery(
     assert discovery, "no discovery request in the audit log"
     assert {uri: n for uri, n in discovery.items() if n > 1} == {}, discovery
     assert sum(1 for e in entries if e.resource) == CONCURRENT_CALLS
+
+
+def test_calls_after_close_are_cancelled_not_failed(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kopf closes the client in its cleanup handler before it cancels the reconciles still running: their
+    next call ends them as cancelled (quietly, as kopf's own cancellation would a moment later) instead of
+    raising RuntimeError("cannot schedule new futures after shutdown") into the reconcile."""
+    kubeconfig = control_plane.token_kubeconfig(tmp_path / "kubeconfig", namespace, OPERATOR_SA)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+
+    async def call_after_close() -> None:
+        kube = Kube(load_configuration(), res.MANAGER)
+        assert await kube.get("", "v1", "services", namespace, "absent") is None
+        await kube.close()
+        with pytest.raises(asyncio.CancelledError, match="services/absent: the operator is stopping"):
+            await kube.get("", "v1", "services", namespace, "absent")
+
+    asyncio.run(call_after_close())
