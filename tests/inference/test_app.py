@@ -210,6 +210,14 @@ def test_request_id_is_echoed(client: TestClient) -> None:
     assert len(client.get("/v2/health/live").headers["x-request-id"]) == 32
 
 
+def wait_until_load_failed(test_client: TestClient) -> None:
+    """The model loads in the background: wait (up to 10 s) until the service reports it failed."""
+    for _ in range(400):
+        if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
+            return
+        time.sleep(0.025)
+
+
 def test_a_model_failing_its_self_check_never_becomes_ready(model_dir: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(model_dir, broken)
@@ -217,10 +225,7 @@ def test_a_model_failing_its_self_check_never_becomes_ready(model_dir: Path, tmp
     manifest["golden"]["outputs"][0] += 1000.0  # the model no longer reproduces its golden sample
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with TestClient(create_app(broken)) as test_client:
-        for _ in range(400):
-            if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
-                break
-            time.sleep(0.025)
+        wait_until_load_failed(test_client)
         ready = test_client.get("/v2/health/ready")
         assert ready.status_code == 503
         assert "golden sample row 0" in ready.json()["reason"]
@@ -235,10 +240,7 @@ def test_a_model_trained_on_other_features_never_becomes_ready(
     V2's raw rows are refused too (readiness is all or nothing, and no client's rows can be vouched for)."""
     older = copy_with_manifest(model_dir, tmp_path, with_other_spec_version)
     with caplog.at_level(logging.ERROR), TestClient(create_app(older)) as test_client:
-        for _ in range(400):
-            if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
-                break
-            time.sleep(0.025)
+        wait_until_load_failed(test_client)
         ready = test_client.get("/v2/health/ready")
         assert ready.status_code == 503
         assert "model built with feature spec fs0, this code computes" in ready.json()["reason"]
@@ -254,10 +256,7 @@ def test_tampered_model_bytes_are_refused_at_load(model_dir: Path, tmp_path: Pat
     with (broken / "model.onnx").open("ab") as handle:
         handle.write(b"\0")
     with TestClient(create_app(broken)) as test_client:
-        for _ in range(400):
-            if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
-                break
-            time.sleep(0.025)
+        wait_until_load_failed(test_client)
         assert "sha256" in test_client.get("/v2/health/ready").json()["reason"]
 
 
@@ -367,10 +366,7 @@ def test_refusals_for_load_are_counted_from_zero(client: TestClient) -> None:
 def test_a_history_limit_below_what_the_model_reads_keeps_it_from_ready(model_dir: Path) -> None:
     """No forecast request could ever be served: a configuration error, caught before traffic."""
     with TestClient(create_app(model_dir, limits=Limits(max_history_periods=10))) as test_client:
-        for _ in range(400):
-            if 'forecast_model_state{forecast_model_state="failed"} 1.0' in test_client.get("/metrics").text:
-                break
-            time.sleep(0.025)
+        wait_until_load_failed(test_client)
         ready = test_client.get("/v2/health/ready")
         assert ready.status_code == 503
         assert "max_history_periods 10 is below the model's min_history 56" in ready.json()["reason"]
