@@ -99,12 +99,12 @@ class Choice:
             best = self.comparisons[self.best]
             return (
                 f"defaults kept (trial {DEFAULTS + 1}): best trial {self.best + 1} ahead by "
-                f"{best.advantage:.4f} < noise {self.noise(self.best):.4f} ({rule})"
+                f"{best.advantage:.5f} < noise {self.noise(self.best):.5f} ({rule})"
             )
         won = self.comparisons[self.winner]
         return (
             f"trial {self.winner + 1} chosen: ahead of the defaults (trial {DEFAULTS + 1}) by "
-            f"{won.advantage:.4f} > noise {self.noise(self.winner):.4f} ({rule})"
+            f"{won.advantage:.5f} > noise {self.noise(self.winner):.5f} ({rule})"
         )
 
 
