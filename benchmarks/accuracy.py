@@ -259,7 +259,7 @@ def run_dataset(
                 f"  {panel.dates[origin].date()} {label} seed {seed}: WAPE {result.holdout.model.wape:.4f} "
                 f"(seasonal naive {result.holdout.seasonal_naive.wape:.4f}) "
                 f"in {result.timings['total']:.0f} s, "
-                f"{json.dumps(result.params)}"
+                f"{json.dumps(result.params)}; search: {result.search.message()}"
             )
         started = time.perf_counter()
         predictions |= statistical_forecasts(panel, rows, horizon)

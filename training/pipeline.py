@@ -39,7 +39,7 @@ from retail_forecast.core.manifest import (
 from retail_forecast.core.manifest import QuantileScores as ManifestQuantileScores
 from retail_forecast.core.manifest import Scores as ManifestScores
 from retail_forecast.core.schema import Freq
-from retail_forecast.training import export, tracking
+from retail_forecast.training import export, selection, tracking
 from retail_forecast.training import importance as importance_
 from retail_forecast.training import quantiles as quantiles_
 from retail_forecast.training import rows as rows_
@@ -101,6 +101,9 @@ class TrainConfig:
     search_rows: int | None = None
     # Search folds are scored on a random sample of at most this many series (the holdout on all).
     search_series: int = rows_.SEARCH_SERIES
+    # A trial replaces the defaults only when ahead of them by more than this many standard errors of the
+    # paired per-series difference (training/selection.py).
+    search_noise: float = selection.NOISE_MULTIPLE
     fixed_params: Params = field(default_factory=dict)
     # Quantile heads (training/quantiles.py): the levels, () for none, and the rows each head fits on
     # (default: as many as a search trial).
@@ -143,6 +146,8 @@ class TrainResult:
     rows: rows_.RowPlan
     training_rows: int
     search_rows: int
+    # How the search chose `params` among its trials (training/selection.py).
+    search: selection.Choice
     quantiles: quantiles_.QuantileHoldout | None = None
     quantile_parity: export.Parity | None = None
     # The report's extra views: every fold's evaluation (the search folds' by the chosen parameters,
@@ -384,7 +389,7 @@ def _train(
     )
 
     with _timed(timings, cpu_timings, "search"):
-        trials, validation_wape, params, search_evaluations = _search(
+        trials, validation_wape, params, search_evaluations, search_choice = _search(
             spec,
             dataset,
             [evaluation_sets[fold.origin] for fold in search_folds],
@@ -479,6 +484,7 @@ def _train(
         manifest=manifest,
         holdout=holdout_eval,
         validation_wape=validation_wape,
+        search=search_choice,
         params=params,
         trials=trials,
         timings=timings,
@@ -520,21 +526,21 @@ def _search(
     search_rows: int,
     config: TrainConfig,
     progress: Progress,
-) -> tuple[list[dict[str, Any]], float, Params, list[Evaluation]]:
-    """Random search ranked by mean WAPE over the search folds; returns trials, best WAPE, params and
-    the best trial's fold evaluations."""
+) -> tuple[list[dict[str, Any]], float, Params, list[Evaluation], selection.Choice]:
+    """Random search over the search folds, the winner chosen by `selection.choose` (the defaults unless
+    a trial beats them by more than the folds' noise); returns trials, the winner's mean WAPE, params
+    and fold evaluations, and the choice."""
     plan = search_plan(config.trials, config.seed, config.fixed_params)
     trials: list[dict[str, Any]] = []
-    best: tuple[float, Params, list[Evaluation]] | None = None
+    evaluated: list[list[Evaluation]] = []
+    mean_wapes: list[float] = []
     for number, params in enumerate(plan, start=1):
-        wapes = []
         evaluations = []
         for fold in folds:
             x, y = dataset.upto(fold.origin, search_rows)
             estimator = fit(params, x, y, config.seed)
-            scores = evaluate(spec, estimator, fold, horizon)
-            wapes.append(scores.model.wape)
-            evaluations.append(scores)
+            evaluations.append(evaluate(spec, estimator, fold, horizon))
+        wapes = [e.model.wape for e in evaluations]
         mean_wape = float(np.mean(wapes))
         trials.append(
             {
@@ -544,13 +550,21 @@ def _search(
                 "fold_wape": [_finite(w) for w in wapes],
             }
         )
-        marker = ""
-        if best is None or mean_wape < best[0]:
-            best = (mean_wape, params, evaluations)
-            marker = "  <- best so far"
-        progress(f"search: trial {number}/{len(plan)} wape {mean_wape:.4f} {_describe(params)}{marker}")
-    assert best is not None
-    return trials, *best
+        evaluated.append(evaluations)
+        mean_wapes.append(mean_wape)
+        progress(f"search: trial {number}/{len(plan)} wape {mean_wape:.4f} {_describe(params)}")
+    choice = selection.choose(
+        [selection.series_contributions([e.block for e in evaluations]) for evaluations in evaluated],
+        config.search_noise,
+    )
+    for k, trial in enumerate(trials):
+        comparison = choice.comparisons[k]
+        trial["ahead_of_defaults"] = _finite(comparison.advantage)
+        trial["noise"] = choice.noise(k) if np.isfinite(choice.noise(k)) else None
+        trial["chosen"] = k == choice.winner
+    progress(f"search: {choice.message()}")
+    won = choice.winner
+    return trials, mean_wapes[won], plan[won], evaluated[won], choice
 
 
 def promotion_gate(evaluation: Evaluation, margin: float) -> tuple[bool, str]:
@@ -696,6 +710,13 @@ def _write_metrics(result: TrainResult, horizon: int, panel: Panel, data_report:
         "validation_wape": _finite(result.validation_wape),
         "params": result.params,
         "trials": result.trials,
+        "search": {
+            "winner": result.search.winner + 1,
+            "best": result.search.best + 1,
+            "defaults_kept": result.search.defaults_kept,
+            "noise_multiple": result.search.multiple,
+            "message": result.search.message(),
+        },
         "gate": {"passed": result.gate_passed, "message": result.gate_message},
         "parity": None if result.parity is None else vars(result.parity),
         "quantiles": None

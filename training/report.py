@@ -83,11 +83,7 @@ def write_report(result: TrainResult, panel: Panel, data_report: DataReport, hor
         *volume_band_lines(result.volume_bands),
         *importance_lines(result),
         *quantile_lines(result),
-        "## Search",
-        "",
-        f"{len(result.trials)} trial(s); best mean validation WAPE {result.validation_wape:.4f} with "
-        f"`{result.params}`.",
-        "",
+        *search_lines(result),
         "## Data",
         "",
         *[f"- {line}" for line in data_report.lines()],
@@ -129,6 +125,29 @@ def backtest_lines(result: TrainResult, panel: Panel) -> list[str]:
             )
         ]
     return [*lines, ""]
+
+
+def search_lines(result: TrainResult) -> list[str]:
+    """Every trial against the defaults, and which one won and why (training/selection.py)."""
+    lines = [
+        "## Search",
+        "",
+        f"{len(result.trials)} trial(s), mean WAPE over the search folds; {result.search.message()}. "
+        f"Chosen: `{result.params}` (mean validation WAPE {result.validation_wape:.4f}).",
+        "",
+        "| trial | mean WAPE | ahead of the defaults | noise | chosen |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for trial in result.trials:
+        lines.append(
+            f"| {trial['trial']} | {_number(trial['wape'])} | {_number(trial['ahead_of_defaults'], '+.4f')} "
+            f"| {_number(trial['noise'])} | {'yes' if trial['chosen'] else ''} |"
+        )
+    return [*lines, ""]
+
+
+def _number(value: float | None, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def volume_band_lines(bands: list[VolumeBand]) -> list[str]:

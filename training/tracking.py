@@ -31,10 +31,10 @@ def log_result(result: TrainResult) -> bool:
         import mlflow  # noqa: PLC0415 - optional, present in the Azure ML environment
     except ImportError:
         raise TrackingError("MLFLOW_TRACKING_URI is set but mlflow is not installed") from None
-    best = min(result.trials, key=lambda t: np.inf if t["wape"] is None else t["wape"])
+    chosen = result.trials[result.search.winner]
     with mlflow.start_run(nested=mlflow.active_run() is not None):
         mlflow.log_params({k: v for k, v in result.params.items() if v is not None})
-        fold_wapes = [w for w in best["fold_wape"] if w is not None]
+        fold_wapes = [w for w in chosen["fold_wape"] if w is not None]
         for step, _ in enumerate(fold_wapes, start=1):
             mlflow.log_metric("wape", float(np.mean(fold_wapes[:step])), step=step)
         holdout = result.holdout
