@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -674,9 +675,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(version)
             return 0
         if args.command == "fetch-model":
+            from retail_forecast.core.features import schema_mismatch  # noqa: PLC0415
             from retail_forecast.core.store import open_store  # noqa: PLC0415
 
             manifest = open_store(args.store).fetch(args.name, args.model_version, args.dest, args.sha256)
+            # The serving pods' init container: a model this image cannot feed fails here, with its reason
+            # as the container's termination message, before a server starts that would never be ready.
+            mismatch = schema_mismatch(
+                Freq(manifest.freq), manifest.features.spec_version, manifest.features.names
+            )
+            if mismatch is not None:
+                shutil.rmtree(args.dest)
+                return _fail(f"model {manifest.name} {manifest.version}: {mismatch}", EXIT_STORE)
             print(f"fetched {manifest.name} {manifest.version} (sha256 {manifest.sha256}) to {args.dest}")
             return 0
         if args.command == "retire":

@@ -163,6 +163,9 @@ def _fetch_container(spec: ForecastModelSpec, version: str, sha256: str) -> dict
         "env": [dict(e) for e in spec.serving.env],
         "securityContext": _RESTRICTED,
         "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+        # A refused model (sha256, unreachable store, a feature schema this image does not compute) ends
+        # the container with its error as the last log line: the pod's status shows it as the message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": spec.serving.resources,
     }
 

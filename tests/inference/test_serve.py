@@ -20,6 +20,7 @@ from retail_forecast.core.store import open_store
 from tests.azurite import Azurite
 
 from .live import Service, free_port, infer_body, run_cli
+from .test_model import copy_with_manifest, with_other_spec_version
 
 NAME: Final = "demand"
 VERSION: Final = "7"
@@ -118,6 +119,21 @@ def test_a_tampered_blob_is_refused_by_fetch_and_serve(
     assert "Uvicorn running" not in serve.stdout + serve.stderr
     version_dir = fetch_dir / NAME / VERSION
     assert _leftovers(version_dir.parent, version_dir) == []
+
+
+def test_fetch_refuses_a_model_trained_on_other_features(
+    azure_store_uri: str, azure_env: dict[str, str], model_dir: Path, tmp_path: Path
+) -> None:
+    """The serving pods' init container: a model this image cannot feed (here an older feature spec) is
+    refused before any server starts, with the reason as its last line, and nothing is left in DIR."""
+    older = copy_with_manifest(model_dir, tmp_path / "older", with_other_spec_version)
+    open_store(azure_store_uri).publish(older, NAME, VERSION)
+    dest = tmp_path / "out" / "model"
+    result = run_cli(["fetch-model", azure_store_uri, NAME, VERSION, str(dest)], azure_env)
+    assert result.returncode == EXIT_STORE, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"model {NAME} {VERSION}: model built with feature spec fs0, this code computes" in last
+    assert not dest.exists() and _leftovers(dest.parent, dest) == []
 
 
 def test_an_unreachable_store_fails_fetch_cleanly(
