@@ -18,6 +18,7 @@ from retail_forecast.training.pipeline import TrainConfig, train
 from retail_forecast.training.synth import synthesize
 from tests.azurite import Azurite, find_azurite_blob
 from tests.controlplane import AssetsMissing, ControlPlane, find_assets
+from tests.outcomes import FAILED_PHASES
 
 
 @pytest.fixture(scope="session")
@@ -110,12 +111,16 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """With FORECAST_CI_NO_SKIP=1 (.ci/run sets it) a skipped test fails: CI must never pass silently."""
+    """With FORECAST_CI_NO_SKIP=1 (.ci/run sets it) a skipped test fails: CI must never pass silently.
+
+    A failed phase is kept on the item, for fixtures that print what they kept (`outcomes.py`)."""
     report: pytest.TestReport = yield
     if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("FORECAST_CI_NO_SKIP") == "1":
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped, and FORECAST_CI_NO_SKIP=1 forbids skips: {reason}"
+    if report.failed:
+        item.stash.setdefault(FAILED_PHASES, set()).add(report.when)
     return report
 
 

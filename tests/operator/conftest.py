@@ -24,6 +24,7 @@ from tests.azurite import Azurite
 from tests.charts.chart import crd_objects
 from tests.controlplane import Client, ControlPlane, apply_crds, create_namespace, wait_until
 from tests.operator.process import OperatorProcess
+from tests.outcomes import failed_in
 
 FM_API: Final = f"{res.GROUP}/{res.VERSION}"
 MERGE: Final = "application/merge-patch+json"
@@ -142,17 +143,20 @@ def operator_process(
 
 
 @pytest.fixture
-def operator(control_plane: ControlPlane, namespace: str, store: Store, tmp_path: Path) -> Iterator[Operator]:
-    """`forecast operator --namespace NS` as the ServiceAccount, started; its log is printed on failure."""
+def operator(
+    control_plane: ControlPlane, namespace: str, store: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Operator]:
+    """`forecast operator --namespace NS` as the ServiceAccount, started; its log is printed when the test
+    failed (under "Captured stdout teardown")."""
     process = operator_process(control_plane, namespace, store.connection_string, tmp_path)
     process.start()
     try:
         yield Operator(process, f"system:serviceaccount:{namespace}:{OPERATOR_SA}")
-    except BaseException:
-        print(process.output())
-        raise
     finally:
-        assert process.stop() in {0, None}, process.output()
+        code = process.stop()
+        if failed_in(request):
+            print(process.output())
+        assert code in {0, None}, process.output()
 
 
 def create_scorer_account(client: Client, namespace: str) -> None:
