@@ -263,6 +263,7 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._attempts: dict[tuple[str, str], int] = {}
         self._backoff: dict[tuple[str, str], tuple[float, str]] = {}  # until (monotonic), the intent
+        self._attempted: dict[tuple[str, str], str] = {}  # the intent the running attempt acts on
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
         """Serialised per resource (watch events of the resource and of its Deployments may coincide).
@@ -293,6 +294,7 @@ class Reconciler:
                 return await self._failed(namespace, name, unexpected_failure(exc))
             self._attempts.pop(key, None)
             self._backoff.pop(key, None)
+            self._attempted.pop(key, None)
             return again
 
     async def _reconcile_through_conflicts(self, namespace: str, name: str) -> float | None:
@@ -332,8 +334,13 @@ class Reconciler:
         body: dict[str, Any] | None = None
         with contextlib.suppress(ApiError):  # the API server itself is failing: the retry reads again
             body = await self.kube.get(res.GROUP, res.VERSION, res.PLURAL, namespace, name)
-        if body is not None:
-            self._backoff[key] = (time.monotonic() + delay, _intent(body))
+        # Held back is the intent this attempt acted on, not the one read now: a spec changed while the
+        # attempt failed has not been tried, and its watch event must reconcile at once, not after the delay.
+        attempted = self._attempted.pop(key, None)
+        if attempted is None and body is not None:  # the attempt failed before it read the object
+            attempted = _intent(body)
+        if attempted is not None:
+            self._backoff[key] = (time.monotonic() + delay, attempted)
         if shown and body is not None:
             condition = Condition("False", failure.reason, failure.message)
             status = new_status(body, None, {failure.condition: condition}, namespace, name)
@@ -350,6 +357,7 @@ class Reconciler:
         body = await self.kube.get(res.GROUP, res.VERSION, res.PLURAL, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # deleted: owner references let the garbage collector remove the children
+        self._attempted[(namespace, name)] = _intent(body)
         try:
             spec = res.ForecastModelSpec.model_validate(body.get("spec", {}))
         except ValidationError as exc:
