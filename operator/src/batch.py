@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from retail_forecast.batch.summary import parse_summary
 from retail_forecast.operator import resources as res
+from retail_forecast.operator.pods import termination_message
 from retail_forecast.operator.rollout import Condition, Event
 
 CONDITION: Final = "BatchSucceeded"
@@ -63,17 +64,6 @@ def needs_pods(run: FinishedRun | None, previous: dict[str, Any] | None) -> bool
     return run is not None and (previous or {}).get("job") != run.name
 
 
-def _termination_message(pods: list[dict[str, Any]], phase: str) -> str | None:
-    """The predict container's termination message in the newest pod of `phase` (a Job may have retried)."""
-    ended = [p for p in pods if (p.get("status") or {}).get("phase") == phase]
-    for pod in sorted(ended, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""), reverse=True):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated") or {}
-            if container.get("name") == res.BATCH_CONTAINER and terminated.get("message"):
-                return str(terminated["message"])
-    return None
-
-
 def from_pods(run: FinishedRun, pods: list[dict[str, Any]]) -> dict[str, Any]:
     """status.batch's `FROM_POD` fields: what the run's pods say, and never a guess.
 
@@ -82,10 +72,10 @@ def from_pods(run: FinishedRun, pods: list[dict[str, Any]]) -> dict[str, Any]:
     """
     fields: dict[str, Any] = dict.fromkeys(FROM_POD)
     if run.outcome == "Failed":
-        message = _termination_message(pods, "Failed")
+        message = termination_message(pods, res.BATCH_CONTAINER, "Failed")
         fields["podMessage"] = message[-POD_MESSAGE_CHARS:].strip() if message else None
         return fields
-    message = _termination_message(pods, "Succeeded")
+    message = termination_message(pods, res.BATCH_CONTAINER, "Succeeded")
     summary = parse_summary(message)
     meta = run.job["metadata"]
     version = (meta.get("labels") or {}).get(res.LABEL_VERSION)

@@ -36,6 +36,7 @@ from retail_forecast.operator.failures import (
     visible,
 )
 from retail_forecast.operator.kube import ApiError, Conflict, Kube, NotFound
+from retail_forecast.operator.pods import why_unavailable
 from retail_forecast.operator.rollout import ColorState, Condition, Event, RolloutStatus, Step, next_step
 
 PROMOTE_ANNOTATION: Final = f"{res.GROUP}/promote"
@@ -160,6 +161,7 @@ def rollout_status(status: dict[str, Any]) -> RolloutStatus:
         retired_color=color(saved.get("retiredColor")),
         retire_at=saved.get("retireAt"),
         failed_version=saved.get("failedVersion"),
+        failed_reason=saved.get("failedReason"),
     )
 
 
@@ -213,6 +215,7 @@ def new_status(
                     "retiredColor": s.retired_color.value if s.retired_color else None,
                     "retireAt": s.retire_at,
                     "failedVersion": s.failed_version,
+                    "failedReason": s.failed_reason,
                 },
             }
         )
@@ -383,14 +386,13 @@ class Reconciler:
             c: color_state(existing[c]) if c in existing else None for c in res.Color
         }
         promote = (body["metadata"].get("annotations") or {}).get(PROMOTE_ANNOTATION) == spec.model.version
-        step = next_step(
-            spec,
-            verified.sha256,
-            rollout_status(body.get("status") or {}),
-            colors,
-            self.clock(),
-            promote_requested=promote,
-        )
+        saved, now = rollout_status(body.get("status") or {}), self.clock()
+        step = next_step(spec, verified.sha256, saved, colors, now, promote_requested=promote)
+        if step.failing:  # it reports a colour not available: its pods say why
+            said = await self._pods_say(namespace, name, step.failing, existing)
+            step = next_step(
+                spec, verified.sha256, saved, colors, now, promote_requested=promote, pods_say=said
+            )
         logger.info(
             "%s/%s: %s",
             namespace,
@@ -406,6 +408,24 @@ class Reconciler:
             conditions[batch_runs.CONDITION] = batch.condition
         await self._report(body, step, conditions, [*step.events, *batch.events], verified, batch)
         return step.requeue_after
+
+    async def _pods_say(
+        self,
+        namespace: str,
+        name: str,
+        failing: frozenset[res.Color],
+        existing: dict[res.Color, dict[str, Any]],
+    ) -> dict[res.Color, str]:
+        """Why each of the `failing` colours is not available, from one list of the model's serving pods
+        (RBAC: `list` pods, as for the batch runs)."""
+        pods = await self.kube.list("", "v1", "pods", namespace, res.model_pod_labels(name))
+        return {
+            color: why_unavailable(
+                [p for p in pods if (p["metadata"].get("labels") or {}).get(res.LABEL_COLOR) == color.value],
+                existing.get(color),
+            )
+            for color in sorted(failing)
+        }
 
     async def _apply_batch(self, body: dict[str, Any], spec: res.ForecastModelSpec, step: Step) -> None:
         """The CronJob runs the active version only: none before a version is active, and it follows a

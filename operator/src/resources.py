@@ -115,8 +115,13 @@ class ForecastModelSpec(_Spec):
         return self.autoscaling.min_replicas if self.autoscaling.enabled else self.serving.replicas
 
 
+def model_pod_labels(owner: str) -> dict[str, str]:
+    """Labels every pod of `owner` has: its scoring pods of either colour, and its batch runs' pods."""
+    return {LABEL_NAME: "forecast-model", LABEL_INSTANCE: owner}
+
+
 def selector(owner: str, color: Color) -> dict[str, str]:
-    return {LABEL_NAME: "forecast-model", LABEL_INSTANCE: owner, LABEL_COLOR: color.value}
+    return {**model_pod_labels(owner), LABEL_COLOR: color.value}
 
 
 def labels(owner: str, color: Color | None = None) -> dict[str, str]:

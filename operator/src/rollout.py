@@ -7,6 +7,7 @@ from the same objects. `now` is an input: deadlines are tested without waiting.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
@@ -59,6 +60,7 @@ class RolloutStatus:
     retired_color: Color | None = None
     retire_at: float | None = None
     failed_version: str | None = None
+    failed_reason: str | None = None  # what the failed preview's pods said (`pods.why_unavailable`)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ class Step:
     conditions: dict[str, Condition]
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    # Colours this step reports as not available (a preview rolled back, an active colour with no
+    # available replica): their pods say why, so the reconciler reads them and asks again with
+    # `pods_say` (only then: a healthy resource costs no pod reads).
+    failing: frozenset[Color] = frozenset()
 
     @property
     def name(self) -> str:
@@ -159,11 +165,18 @@ def next_step(
     now: float,
     *,
     promote_requested: bool = False,
+    pods_say: Mapping[Color, str] | None = None,
 ) -> Step:
-    """The next rollout step toward serving `spec.model.version` (already verified, bytes `sha256`)."""
+    """The next rollout step toward serving `spec.model.version` (already verified, bytes `sha256`).
+
+    `pods_say`: why a colour of `Step.failing` is not available, in its pods' words; None before they
+    were read.
+    """
     version = spec.model.version
+    said = pods_say or {}
     events: list[Event] = []
     zero: set[Color] = set()
+    failing: set[Color] = set()
     deployments: dict[Color, DeploymentIntent] = {}
     autoscale = spec.autoscaling.enabled
 
@@ -180,7 +193,7 @@ def next_step(
                 )
             )
             status = replace(status, preview_color=None, preview_version=None, preview_started=None)
-        status = replace(status, failed_version=None)
+        status = replace(status, failed_version=None, failed_reason=None)
     elif status.failed_version == version:
         pass  # this version already failed its preview: wait for a new spec, never retry it on our own
     else:
@@ -216,6 +229,7 @@ def next_step(
                     preview_version=version,
                     preview_started=now,
                     failed_version=None,
+                    failed_reason=None,
                 )
             active_state = colors.get(active) if active is not None else None
             deployments[target] = DeploymentIntent(version, sha256, preview_replicas(spec, active_state))
@@ -242,14 +256,17 @@ def next_step(
             elif expired and not ready:
                 del deployments[target]
                 zero.add(target)
+                failing.add(target)
                 events.append(
                     Event(
                         "Warning",
                         "RolledBack",
-                        f"{version} on {target} was not available within "
-                        f"{spec.rollout.progress_deadline_seconds}s; "
-                        f"scaled to zero"
-                        + (f", {status.active_version} on {active} keeps serving" if active else ""),
+                        _because(
+                            f"{version} on {target} was not available within "
+                            f"{spec.rollout.progress_deadline_seconds}s; scaled to zero"
+                            + (f", {status.active_version} on {active} keeps serving" if active else ""),
+                            said.get(target),
+                        ),
                     )
                 )
                 status = replace(
@@ -258,6 +275,7 @@ def next_step(
                     preview_version=None,
                     preview_started=None,
                     failed_version=version,
+                    failed_reason=said.get(target),
                 )
 
     active = status.active_color
@@ -279,6 +297,8 @@ def next_step(
     zero -= set(deployments)
 
     service_color = status.active_color or status.preview_color or Color.BLUE
+    if status.active_color is not None and _unavailable(status, colors, parked=parked(spec)):
+        failing.add(status.active_color)
     return Step(
         deployments=deployments,
         scale_to_zero=frozenset(zero),
@@ -287,11 +307,30 @@ def next_step(
         hpa_color=status.active_color if autoscale and status.active_color is not None else None,
         status=status,
         conditions=_conditions(
-            status, colors, version, spec.rollout.auto_promote or promote_requested, parked=parked(spec)
+            status,
+            colors,
+            version,
+            spec.rollout.auto_promote or promote_requested,
+            parked=parked(spec),
+            pods_say=said,
         ),
         events=events,
         requeue_after=requeue,
+        failing=frozenset(failing),
     )
+
+
+def _because(message: str, reason: str | None) -> str:
+    """`message; <what the pods said>`, within the 1000 characters of a condition's message."""
+    return (message if reason is None else f"{message}; {reason}")[:1000]
+
+
+def _unavailable(status: RolloutStatus, colors: dict[Color, ColorState | None], *, parked: bool) -> bool:
+    """A version was promoted and is not parked, yet its colour has no available replica."""
+    if status.active_version is None or parked:
+        return False
+    active = colors.get(status.active_color) if status.active_color is not None else None
+    return not (active is not None and active.serves and active.version == status.active_version)
 
 
 def _conditions(
@@ -301,19 +340,19 @@ def _conditions(
     promoting: bool,
     *,
     parked: bool,
+    pods_say: Mapping[Color, str],
 ) -> dict[str, Condition]:
-    active = colors.get(status.active_color) if status.active_color is not None else None
     serving = status.active_version
     if parked and serving is not None:
         ready = Condition(
             "False", "Parked", f"{serving} on {status.active_color} is parked: serving.replicas is 0"
         )
-    elif active is not None and active.serves and active.version == serving:
-        ready = Condition("True", "Available", f"{serving} on {status.active_color} serves traffic")
+    elif _unavailable(status, colors, parked=parked):
+        message = f"{serving} on {status.active_color} has no available replicas"
+        said = pods_say.get(status.active_color) if status.active_color is not None else None
+        ready = Condition("False", "Unavailable", _because(message, said))
     elif serving is not None:
-        ready = Condition(
-            "False", "Unavailable", f"{serving} on {status.active_color} has no available replicas"
-        )
+        ready = Condition("True", "Available", f"{serving} on {status.active_color} serves traffic")
     else:
         ready = Condition("False", "NoActiveVersion", "no version has been promoted yet")
     if status.preview_version is not None:
@@ -331,7 +370,11 @@ def _conditions(
         degraded = Condition(
             "True",
             "ProgressDeadlineExceeded",
-            f"{version} never became available; the previous version keeps serving",
+            _because(
+                f"{version} never became available"
+                + ("; the previous version keeps serving" if serving is not None else ""),
+                status.failed_reason,
+            ),
         )
     else:
         degraded = Condition("False", "Healthy", "no failed rollout")

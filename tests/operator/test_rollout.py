@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from retail_forecast.operator.resources import Color, ForecastModelSpec
-from retail_forecast.operator.rollout import ColorState, Event, RolloutStatus, Step, next_step
+from retail_forecast.operator.rollout import ColorState, Condition, Event, RolloutStatus, Step, next_step
 
 SHA = {v: v.rjust(64, "0") for v in ("1", "2", "3")}
 
@@ -29,7 +29,8 @@ def make_spec(version: str = "1", **overrides: Any) -> ForecastModelSpec:
 @dataclass
 class Cluster:
     """Plays the Deployment controller and kubelet: a colour becomes available one tick after it is set,
-    unless its version is marked broken (pods never pass readiness)."""
+    unless its version is marked broken (pods never pass readiness); and the reconciler's pod read, where
+    `pods_say` is what a colour's pods say (`pods.why_unavailable`)."""
 
     broken: set[str] = field(default_factory=set)
     colors: dict[Color, ColorState | None] = field(
@@ -40,11 +41,25 @@ class Cluster:
     events: list[str] = field(default_factory=list)
     emitted: list[Event] = field(default_factory=list)
     last: Step | None = None
+    pods_say: dict[Color, str] = field(default_factory=dict)
+    pod_reads: int = 0
 
     def reconcile(self, spec: ForecastModelSpec, promote: bool = False) -> Step:
         step = next_step(
             spec, SHA[spec.model.version], self.status, self.colors, self.now, promote_requested=promote
         )
+        if step.failing:  # as the reconciler does: read the failing colours' pods, then ask again
+            self.pod_reads += 1
+            said = {color: self.pods_say.get(color, "no pods") for color in step.failing}
+            step = next_step(
+                spec,
+                SHA[spec.model.version],
+                self.status,
+                self.colors,
+                self.now,
+                promote_requested=promote,
+                pods_say=said,
+            )
         for color, intent in step.deployments.items():
             old = self.colors[color]
             replicas = intent.replicas if intent.replicas is not None else (old.replicas if old else 2)
@@ -88,6 +103,7 @@ def test_first_deploy_goes_to_blue_and_becomes_ready() -> None:
     assert step.hpa_color is Color.BLUE and step.preview_color is None
     assert step.conditions["Ready"].status == "True"
     assert cluster.events == ["RolloutStarted", "Promoted"]
+    assert cluster.pod_reads == 0  # nothing failed: no pod is read
 
 
 def steady(cluster: Cluster, version: str = "1") -> None:
@@ -143,7 +159,8 @@ def test_upgrade_previews_on_the_idle_colour_then_promotes_and_retires_the_old()
 
 
 def test_failed_preview_is_scaled_to_zero_and_never_touches_the_active_colour() -> None:
-    cluster = Cluster(broken={"2"})
+    said = "pod demand-green-x: init container fetch-model exited 4: model demand 2: feature spec fs0"
+    cluster = Cluster(broken={"2"}, pods_say={Color.GREEN: said})
     steady(cluster)
     active_before = cluster.colors[Color.BLUE]
     cluster.reconcile(make_spec("2"))
@@ -151,6 +168,8 @@ def test_failed_preview_is_scaled_to_zero_and_never_touches_the_active_colour() 
         cluster.tick()
         step = cluster.reconcile(make_spec("2"))
         assert step.service_color is Color.BLUE
+        # The pods are read once, when the deadline passes; never while the preview may still start.
+        assert cluster.pod_reads == cluster.events.count("RolledBack")
     assert cluster.colors[Color.BLUE] == active_before
     green = cluster.colors[Color.GREEN]
     assert green is not None and green.replicas == 0
@@ -158,17 +177,26 @@ def test_failed_preview_is_scaled_to_zero_and_never_touches_the_active_colour() 
     assert step.conditions["Degraded"].reason == "ProgressDeadlineExceeded"
     assert step.conditions["Ready"].status == "True"  # version 1 still serves
     assert cluster.events[-1] == "RolledBack"
+    # The Event and the condition say why, in the pods' words, and the status keeps it for later reconciles.
+    assert cluster.emitted[-1].message == (
+        f"2 on green was not available within 60s; scaled to zero, 1 on blue keeps serving; {said}"
+    )
+    degraded = f"2 never became available; the previous version keeps serving; {said}"
+    assert step.conditions["Degraded"].message == degraded
+    assert cluster.status.failed_reason == said
     # The failed version is not retried on its own, however often the operator reconciles.
     for _ in range(3):
         cluster.tick()
-        assert cluster.reconcile(make_spec("2")).events == []
+        step = cluster.reconcile(make_spec("2"))
+        assert step.events == [] and step.conditions["Degraded"].message == degraded
+    assert cluster.pod_reads == 1
     # A new version starts a new rollout and clears Degraded once it is served.
     cluster.broken.clear()
     cluster.reconcile(make_spec("3"))
     cluster.tick()
     step = cluster.reconcile(make_spec("3"))
     assert serving(cluster) == (Color.GREEN, "3")
-    assert step.conditions["Degraded"].status == "False"
+    assert step.conditions["Degraded"].status == "False" and cluster.status.failed_reason is None
 
 
 def test_setting_the_version_back_promotes_the_retained_colour_without_a_rollout() -> None:
@@ -246,6 +274,20 @@ def test_deleted_active_deployment_is_recreated() -> None:
     step = cluster.reconcile(make_spec("1"))
     assert step.deployments[Color.BLUE].replicas == 2
     assert step.conditions["Ready"].status == "False"
+    assert step.conditions["Ready"].message == "1 on blue has no available replicas; no pods"
+
+
+def test_an_active_colour_with_no_available_replica_says_why_in_its_pods_words() -> None:
+    said = "pod demand-blue-x: container serve exited 137 (CrashLoopBackOff, 2 restarts): OOMKilled"
+    cluster = Cluster(pods_say={Color.BLUE: said})
+    steady(cluster)
+    assert cluster.pod_reads == 0
+    cluster.colors[Color.BLUE] = ColorState("1", SHA["1"], 2, 0, 0, 2, 3, 3)
+    step = cluster.reconcile(make_spec("1"))
+    assert step.failing == frozenset({Color.BLUE}) and cluster.pod_reads == 1
+    assert step.conditions["Ready"] == Condition(
+        "False", "Unavailable", f"1 on blue has no available replicas; {said}"
+    )
 
 
 def test_invalid_specs_are_refused() -> None:

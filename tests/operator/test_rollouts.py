@@ -75,6 +75,72 @@ def test_a_version_that_never_becomes_available_is_abandoned_and_blue_keeps_serv
         assert serves(cluster, "demand-blue") == blue
 
 
+def refuse_the_model(cluster: Cluster, pod: str, message: str) -> None:
+    """Play the kubelet for a pod whose `fetch-model` init container just exited 4, leaving `message`
+    as its termination message (FallbackToLogsOnError: the log's last line)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    waiting = {"name": "serve", "image": "registry.local/inference:1", "imageID": "", "ready": False}
+    fetch = {
+        "name": "fetch-model",
+        "image": "registry.local/inference:1",
+        "imageID": "",
+        "ready": False,
+        "restartCount": 0,
+        "state": {"terminated": {"exitCode": 4, "reason": "Error", "message": message, "finishedAt": now}},
+    }
+    status = {
+        "phase": "Pending",
+        "startTime": now,
+        "conditions": [
+            {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"},
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady"},
+            {"type": "PodScheduled", "status": "True"},
+        ],
+        "initContainerStatuses": [fetch],
+        "containerStatuses": [
+            {**waiting, "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}
+        ],
+    }
+    cluster.client.resource("v1", "Pod").status.patch(
+        body={"status": status}, name=pod, namespace=cluster.namespace, content_type=MERGE
+    )
+
+
+def test_a_rolled_back_preview_says_what_its_pods_said(
+    control_plane: ControlPlane, namespace: str, operator: Operator, store: Store
+) -> None:
+    refusal = "forecast: error: model demand 2: model built with feature spec fs0, this code computes fs1"
+    with control_plane.admin() as client:
+        cluster = Cluster(client, namespace)
+        serving_blue(cluster, store, progressDeadlineSeconds=600)
+        cluster.patch_spec({"model": {"version": "2"}})
+        green = f"{res.LABEL_COLOR}=green"
+        wait_until(lambda: len(client.list("v1", "Pod", namespace, green)) == 2, what="green's 2 pods")
+        names = sorted(p["metadata"]["name"] for p in client.list("v1", "Pod", namespace, green))
+        for name in names:
+            refuse_the_model(cluster, name, f"fetching demand 2\n{refusal}\n")
+
+        def pod_reads() -> list[tuple[str, int]]:
+            return [(e.verb, e.code) for e in control_plane.audit(operator.user) if e.resource == "pods"]
+
+        assert pod_reads() == []  # while the preview may still start, nothing failed: no pod is read
+        cluster.patch_spec({"rollout": {"progressDeadlineSeconds": 10}})  # the deadline passes now
+
+        said = (
+            f"pods {names[0]}, {names[1]}: init container fetch-model exited 4: fetching demand 2 {refusal}"
+        )
+        rolled_back = wait_until(lambda: events(cluster, "RolledBack"), what="the RolledBack Event")
+        assert [e["message"] for e in rolled_back] == [
+            f"2 on green was not available within 10s; scaled to zero, 1 on blue keeps serving; {said}"
+        ]
+        degraded = {c["type"]: c for c in status(cluster)["conditions"]}["Degraded"]
+        assert (degraded["status"], degraded["reason"]) == ("True", "ProgressDeadlineExceeded")
+        assert degraded["message"] == f"2 never became available; the previous version keeps serving; {said}"
+        assert cluster.condition("Ready") == ("True", "Available")
+        # One list of the model's pods, at the rollback; blue serves, so nothing reads them again.
+        assert pod_reads() == [("list", 200)]
+
+
 def test_kill_9_mid_rollout_then_rollback_to_the_retained_colour(
     control_plane: ControlPlane, namespace: str, operator: Operator, store: Store
 ) -> None:

@@ -97,8 +97,9 @@ real API server: every rule must be used, and nothing used may be missing.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch]
-# A finished run's pods, listed by job name once per run: their termination message says what it
-# wrote (rows) or why it failed.
+# Pods, listed by label and only to explain: a finished batch run's (once per run: their termination
+# message says what it wrote, or why it failed), and a colour's when a preview is rolled back or the
+# active colour has no available replica (what its containers said goes into the Event and condition).
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
