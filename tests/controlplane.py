@@ -622,12 +622,15 @@ def mark_selected_pods_ready(client: Client, namespace: str, selector: str | Non
     marked = 0
     for pod in client.list("v1", "Pod", namespace, selector):
         if not pod["metadata"].get("deletionTimestamp") and not _is_ready(pod):
-            pods.status.patch(
-                body=_ready_status(),
-                name=pod["metadata"]["name"],
-                namespace=namespace,
-                content_type="application/merge-patch+json",
-            )
+            try:
+                pods.status.patch(
+                    body=_ready_status(),
+                    name=pod["metadata"]["name"],
+                    namespace=namespace,
+                    content_type="application/merge-patch+json",
+                )
+            except kubernetes.dynamic.exceptions.NotFoundError:
+                continue  # its ReplicaSet deleted it since the list: no kubelet reports on a deleted pod
             marked += 1
     return marked
 

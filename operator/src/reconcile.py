@@ -614,7 +614,19 @@ class Reconciler:
             return
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
         try:
-            await self.kube.patch_status(res.GROUP, res.VERSION, res.PLURAL, namespace, name, patch)
+            try:
+                await self.kube.patch_status(res.GROUP, res.VERSION, res.PLURAL, namespace, name, patch)
+            except Conflict:
+                fresh = await self.kube.get(res.GROUP, res.VERSION, res.PLURAL, namespace, name)
+                if fresh is None or not _same(fresh.get("status") or {}, old):
+                    raise  # another writer changed the status: decide again from what it wrote
+                # Only the spec or metadata moved on (a new version, say, while a promotion was being
+                # applied). The children already show this step, so its status is still their record:
+                # decided again instead, a promotion's Service, HPA and CronJob were left unrecorded
+                # and the next step re-pointed the colour serving traffic at the new version. It is
+                # written as of the generation it was computed from; the new intent's event comes next.
+                patch["metadata"]["resourceVersion"] = fresh["metadata"]["resourceVersion"]
+                await self.kube.patch_status(res.GROUP, res.VERSION, res.PLURAL, namespace, name, patch)
         except NotFound:
             return
         logger.info(
